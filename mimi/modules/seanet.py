@@ -1,0 +1,83 @@
+"""SEANet convolutional encoder and decoder (causal, as in Mimi).
+
+Layer indices follow the released checkpoint's `model.N` numbering (activations count as
+layers), so the key tables in `mimi.checkpoint` map index for index.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mimi.config import SeanetConfig
+from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from mimi.modules.streaming import StreamingContainer
+
+
+class ResidualUnit(nn.Module):
+    """ELU, conv k3 (dim -> dim/compress), ELU, conv k1 (back to dim), plus an identity skip."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int, compress: int, pad_mode: str):
+        super().__init__()
+        hidden = dim // compress
+        # indices 0..3 as in the checkpoint: block.1 and block.3 are the convs
+        self.block = nn.Sequential(
+            nn.ELU(alpha=1.0),
+            StreamingConv1d(dim, hidden, kernel_size, dilation=dilation, pad_mode=pad_mode),
+            nn.ELU(alpha=1.0),
+            StreamingConv1d(hidden, dim, 1, pad_mode=pad_mode),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)  # [B, dim, T]
+
+
+def _residual_units(cfg: SeanetConfig, dim: int) -> list[nn.Module]:
+    return [
+        ResidualUnit(dim, cfg.residual_kernel_size, cfg.dilation_base ** j, cfg.compress, cfg.pad_mode)
+        for j in range(cfg.n_residual_layers)
+    ]
+
+
+class SeanetEncoder(StreamingContainer):
+    """Audio [B, 1, T] -> latent [B, dimension, T / hop_length]."""
+
+    def __init__(self, cfg: SeanetConfig):
+        super().__init__()
+        mult = 1
+        layers: list[nn.Module] = [StreamingConv1d(cfg.channels, cfg.n_filters, cfg.kernel_size,
+                                                   pad_mode=cfg.pad_mode)]
+        for ratio in reversed(cfg.ratios):  # 4, 5, 6, 8 in the release
+            dim = mult * cfg.n_filters
+            layers += _residual_units(cfg, dim)
+            layers += [nn.ELU(alpha=1.0),
+                       StreamingConv1d(dim, dim * 2, ratio * 2, stride=ratio, pad_mode=cfg.pad_mode)]
+            mult *= 2
+        layers += [nn.ELU(alpha=1.0),
+                   StreamingConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size,
+                                   pad_mode=cfg.pad_mode)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # [B, 1, T] -> [B, D, T / hop]
+
+
+class SeanetDecoder(StreamingContainer):
+    """Latent [B, dimension, F] -> audio [B, 1, F * hop_length]."""
+
+    def __init__(self, cfg: SeanetConfig):
+        super().__init__()
+        mult = 2 ** len(cfg.ratios)
+        layers: list[nn.Module] = [StreamingConv1d(cfg.dimension, mult * cfg.n_filters, cfg.kernel_size,
+                                                   pad_mode=cfg.pad_mode)]
+        for ratio in cfg.ratios:  # 8, 6, 5, 4 in the release
+            dim = mult * cfg.n_filters
+            layers += [nn.ELU(alpha=1.0), StreamingConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio)]
+            layers += _residual_units(cfg, dim // 2)
+            mult //= 2
+        layers += [nn.ELU(alpha=1.0),
+                   StreamingConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, pad_mode=cfg.pad_mode)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)  # [B, D, F] -> [B, 1, F * hop]

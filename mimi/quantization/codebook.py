@@ -1,0 +1,41 @@
+"""Euclidean codebook with exponential-moving-average (EMA) updates.
+
+The codebook is stored as the EMA statistics `embedding_sum` [bins, dim] and `cluster_usage`
+[bins]; the codebook itself is `embedding_sum / cluster_usage.clamp(min=epsilon)`. This is how
+the released checkpoint stores it, so loading needs no conversion. Training updates (k-means
+initialisation, EMA, dead-code replacement) live in `mimi.training`; this module only holds
+the statistics and does nearest-neighbour search.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EmaCodebook(nn.Module):
+    def __init__(self, dim: int, bins: int, epsilon: float = 1e-5):
+        super().__init__()
+        self.dim = dim
+        self.bins = bins
+        self.epsilon = epsilon
+        self.register_buffer("initialized", torch.zeros(1))
+        self.register_buffer("cluster_usage", torch.ones(bins))
+        self.register_buffer("embedding_sum", torch.randn(bins, dim))
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        return self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]  # [bins, dim]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest entry by L2 distance: x [N, dim] -> codes [N] (long).
+
+        argmin |x - e|^2 = argmin (|e|^2 - 2 x.e): one matmul, no [N, bins, dim] temporary.
+        """
+        emb = self.embedding
+        scores = torch.addmm((emb * emb).sum(-1)[None, :], x, emb.t(), alpha=-2.0)  # [N, bins]
+        return scores.argmin(dim=-1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return F.embedding(codes, self.embedding)  # [...] -> [..., dim]
