@@ -143,27 +143,29 @@ def _offline_help(source: str, exc: Exception) -> MimiError:
 
 
 def resolve_hub(source: str) -> Path:
-    """Download (or find in the local cache) a hub checkpoint; returns a local file or folder."""
-    from huggingface_hub import hf_hub_download, list_repo_files
+    """Download (or find in the local cache) a hub checkpoint; returns a local file or folder.
+
+    One `snapshot_download` call: it fails fast without network and falls back to the cache.
+    """
+    from huggingface_hub import snapshot_download
 
     parts = source.split("/")
-    repo_id = "/".join(parts[:2])
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = [filename] if filename else ["config.json", "model.safetensors", "tokenizer-*.safetensors"]
     try:
-        if len(parts) > 2:
-            return Path(hf_hub_download(repo_id, "/".join(parts[2:])))
-        try:
-            config = hf_hub_download(repo_id, "config.json")
-            hf_hub_download(repo_id, "model.safetensors")
-            return Path(config).parent
-        except Exception as first:  # not a transformers-layout repo: look for Kyutai's file
-            files = [f for f in list_repo_files(repo_id) if re.match(r"tokenizer-.*\.safetensors$", f)]
-            if not files:
-                raise first
-            return Path(hf_hub_download(repo_id, files[0]))
-    except MimiError:
-        raise
-    except Exception as exc:  # network, authentication, missing repo or file: all user-facing
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # network, authentication, missing repo: all user-facing
         raise _offline_help(source, exc) from None
+    if filename:
+        found = folder / filename
+    elif (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        found = folder
+    else:
+        found = next(iter(sorted(folder.glob("tokenizer-*.safetensors"))), folder / "missing")
+    if not found.exists():
+        raise MimiError(f"hub repository {repo_id!r} holds no Mimi checkpoint (expected config.json + "
+                        "model.safetensors, or a tokenizer-*.safetensors file)")
+    return found
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
@@ -200,11 +202,15 @@ def _atomic_write_text(text: str, path: Path) -> None:
         raise
 
 
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise MimiError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+
+
 def save_state(state: dict[str, torch.Tensor], config: MimiConfig, dest: str | os.PathLike,
                layout: str = "kyutai") -> Path:
     """Write our state dict in a released layout: a `.safetensors` file (kyutai) or a folder."""
-    if layout not in LAYOUTS:
-        raise MimiError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    _check_layout(layout)
     dest = Path(dest)
     if layout == "kyutai":
         _atomic_save_safetensors(KYUTAI_KEYS.state_to_theirs(state), dest,
@@ -225,6 +231,7 @@ def save(model: MimiModel, dest: str | os.PathLike, layout: str = "kyutai") -> P
 
 def convert(source: str | os.PathLike, dest: str | os.PathLike, layout: str) -> Path:
     """Rewrite a checkpoint in another layout (tensors are copied unchanged)."""
+    _check_layout(layout)
     ckpt = read_checkpoint(resolve_source(source))
     model = build_mimi(ckpt.config)
     _check_state(model, ckpt)

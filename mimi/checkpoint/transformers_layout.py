@@ -15,6 +15,7 @@ import torch
 from mimi.checkpoint.keymap import KeyTable, RenamedState
 from mimi.config import MimiConfig, QuantizerConfig, SeanetConfig, TransformerConfig
 from mimi.errors import MimiError
+from mimi.modules.seanet import decoder_convtr_indices
 
 _SEM = "quantizer.semantic_residual_vector_quantizer"
 _AC = "quantizer.acoustic_residual_vector_quantizer"
@@ -22,6 +23,8 @@ _AC = "quantizer.acoustic_residual_vector_quantizer"
 TRANSFORMERS_KEYS = KeyTable((
     ("{side}.layers.{i}.conv.{p}", "{side}.layers.{i}.conv.{p}"),
     ("{side}.layers.{i}.block.{j}.conv.{p}", "{side}.layers.{i}.block.{j}.conv.{p}"),
+    # listed for the way out; on the way in, `decoder.layers.N.conv` is ambiguous and resolved
+    # by `_fix_decoder_convtr` from the decoder's structure
     ("decoder.layers.{i}.convtr.{p}", "decoder.layers.{i}.conv.{p}"),
     ("{tr}.layers.{i}.attn.out_proj.weight", "{tr}.layers.{i}.self_attn.o_proj.weight"),
     ("{tr}.layers.{i}.norm1.{p}", "{tr}.layers.{i}.input_layernorm.{p}"),
@@ -87,7 +90,17 @@ def from_transformers(state: dict[str, torch.Tensor], cfg: MimiConfig) -> Rename
             raise MimiError(f"checkpoint has an incomplete q/k/v projection set for {ours}")
         out[ours] = torch.cat([rotate_half_to_interleaved(parts["q"], heads),
                                rotate_half_to_interleaved(parts["k"], heads), parts["v"]], dim=0)
-    return RenamedState(out, unknown)
+    return RenamedState(_fix_decoder_convtr(out, cfg), unknown)
+
+
+def _fix_decoder_convtr(state: dict[str, torch.Tensor], cfg: MimiConfig) -> dict[str, torch.Tensor]:
+    """transformers calls the decoder's transposed convs `conv`, like its plain convs."""
+    convtr = {f"decoder.layers.{i}.conv." for i in decoder_convtr_indices(cfg.seanet)}
+    out = {}
+    for key, value in state.items():
+        prefix = key[: key.rfind(".") + 1]
+        out[prefix.replace(".conv.", ".convtr.") + key[len(prefix):] if prefix in convtr else key] = value
+    return out
 
 
 def is_transformers_layout(keys: set[str]) -> bool:

@@ -39,6 +39,12 @@ def _residual_units(cfg: SeanetConfig, dim: int) -> list[nn.Module]:
     ]
 
 
+def decoder_convtr_indices(cfg: SeanetConfig) -> list[int]:
+    """Indices of the transposed convs in `SeanetDecoder.layers` (2, 5, 8, 11 in the release)."""
+    per_stage = 2 + cfg.n_residual_layers  # ELU, transposed conv, residual units
+    return [1 + 1 + k * per_stage for k in range(len(cfg.ratios))]
+
+
 class SeanetEncoder(StreamingContainer):
     """Audio [B, 1, T] -> latent [B, dimension, T / hop_length]."""
 

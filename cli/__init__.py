@@ -1,0 +1,1 @@
+"""The `mimi` command line (installed as the `mimi_cli` package)."""
