@@ -165,19 +165,33 @@ class MimiConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MimiConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MimiError(f"invalid Mimi config: unknown field(s) {', '.join(map(repr, unknown))}")
+        sections = {}
+        for name in ("seanet", "transformer", "quantizer"):
+            section = data.get(name, {})
+            if not isinstance(section, dict):
+                raise MimiError(f"invalid Mimi config: {name!r} must be an object")
+            sections[name] = dict(section)
+        if "ratios" in sections["seanet"]:
+            if not isinstance(sections["seanet"]["ratios"], (list, tuple)):
+                raise MimiError("invalid Mimi config: seanet.ratios must be a list")
+            sections["seanet"]["ratios"] = tuple(sections["seanet"]["ratios"])
+        name = data.get("name", "mimi")
+        if not isinstance(name, str):
+            raise MimiError("invalid Mimi config: name must be a string")
         try:
-            seanet = dict(data.get("seanet", {}))
-            if "ratios" in seanet:
-                seanet["ratios"] = tuple(seanet["ratios"])
             return cls(
                 sample_rate=data.get("sample_rate", 24000),
                 frame_rate=data.get("frame_rate", 12.5),
-                seanet=SeanetConfig(**seanet),
-                transformer=TransformerConfig(**data.get("transformer", {})),
-                quantizer=QuantizerConfig(**data.get("quantizer", {})),
-                name=data.get("name", "mimi"),
+                seanet=SeanetConfig(**sections["seanet"]),
+                transformer=TransformerConfig(**sections["transformer"]),
+                quantizer=QuantizerConfig(**sections["quantizer"]),
+                name=name,
             )
-        except TypeError as exc:  # unknown or missing field
+        except (TypeError, ValueError) as exc:  # unknown or missing field, wrong value type
             raise MimiError(f"invalid Mimi config: {exc}") from None
 
     @classmethod

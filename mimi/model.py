@@ -90,7 +90,8 @@ class MimiModel(StreamingContainer):
 
     def quantize(self, latent: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         """Latent [B, D, F] -> codes [B, K, F] (long)."""
-        return self.quantizer.encode(latent, num_codebooks or self._num_codebooks)
+        k = self._num_codebooks if num_codebooks is None else num_codebooks
+        return self.quantizer.encode(latent, k)
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, T] -> codes [B, K, ceil(T / frame_size)], K = `num_codebooks`."""

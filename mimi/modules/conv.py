@@ -47,10 +47,13 @@ class StreamingConv1d(StreamingModule[ConvState]):
         self.stride = stride
         self.effective_kernel = (kernel_size - 1) * dilation + 1
         self.padding_total = self.effective_kernel - stride
+        if self.padding_total < 0:
+            raise ValueError(f"stride {stride} is larger than the effective kernel {self.effective_kernel}: "
+                             "samples between kernels would be skipped")
 
     def init_state(self, batch_size: int) -> ConvState:
         w = self.conv.weight
-        previous = torch.zeros(batch_size, self.conv.in_channels, max(self.padding_total, 0),
+        previous = torch.zeros(batch_size, self.conv.in_channels, self.padding_total,
                                device=w.device, dtype=w.dtype)
         return ConvState(previous=previous, started=False)
 
