@@ -356,6 +356,104 @@ def _current_umask() -> int:
     return mask
 
 
+def _resolve_subtype(path: str, subtype: Optional[str]) -> tuple[str, str]:
+    fmt = _format_for(path)
+    if subtype is None:
+        subtype = "PCM_16" if fmt in ("WAV", "WAVEX", "RF64", "W64") else sf.default_subtype(fmt)
+    subtype = subtype.upper()
+    if not sf.check_format(fmt, subtype):
+        raise MimiError(f"{path}: subtype {subtype!r} is not valid for format {fmt}")
+    return fmt, subtype
+
+
+class AudioWriter:
+    """Incremental, atomic audio writing: a context manager.
+
+    Blocks of ``[C, T]`` samples are appended to a temporary file in the target's directory;
+    on a clean exit it is fsynced and renamed over ``path``; on any exception (or
+    ``abort()``) it is removed and ``path`` is left as it was. Memory stays constant
+    whatever the length. Format, subtype and clipping follow :func:`write_audio`.
+    """
+
+    def __init__(self, path: PathLike, sample_rate: int, channels: int, subtype: Optional[str] = None) -> None:
+        self.path = os.fspath(path)
+        self.sample_rate = _check_rate("sample_rate", sample_rate)
+        self.channels = _check_rate("channels", channels)
+        self._format, self._subtype = _resolve_subtype(self.path, subtype)
+        self._clip = self._subtype not in ("FLOAT", "DOUBLE")
+        self._tmp: Optional[str] = None
+        self._file: Optional[sf.SoundFile] = None
+        self.samples_written = 0
+
+    def __enter__(self) -> "AudioWriter":
+        target = os.path.abspath(self.path)
+        try:
+            fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(target),
+                                             prefix="." + os.path.basename(target) + ".", suffix=".tmp")
+            os.close(fd)
+            self._file = sf.SoundFile(self._tmp, "w", samplerate=self.sample_rate, channels=self.channels,
+                                      subtype=self._subtype, format=self._format)
+        except OSError as exc:
+            self._cleanup()
+            raise MimiError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            self._cleanup()
+            raise MimiError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
+        return self
+
+    def write(self, samples: torch.Tensor) -> None:
+        """Append ``[C, T]`` samples."""
+        if self._file is None:
+            raise MimiError("AudioWriter.write() outside its `with` block")
+        x = _as_2d_float(samples)
+        if x.shape[0] != self.channels:
+            raise MimiError(f"{self.path}: got {x.shape[0]} channels, writer has {self.channels}")
+        data = np.ascontiguousarray(x.numpy().T)  # [T, C]
+        if not np.isfinite(data).all():
+            raise MimiError(f"{self.path}: refusing to write NaN/Inf samples")
+        if self._clip:
+            data = np.clip(data, -1.0, 1.0)
+        try:
+            self._file.write(data)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise MimiError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
+        self.samples_written += data.shape[0]
+
+    def _cleanup(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # already failing: the temp file is removed below
+                pass
+            self._file = None
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            self._tmp = None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._cleanup()
+            return
+        assert self._file is not None and self._tmp is not None
+        try:
+            self._file.close()
+            self._file = None
+            with open(self._tmp, "rb+") as f:
+                os.fsync(f.fileno())
+                os.fchmod(f.fileno(), 0o666 & ~_current_umask())
+            os.replace(self._tmp, os.path.abspath(self.path))
+            self._tmp = None
+        except OSError as exc:
+            self._cleanup()
+            raise MimiError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            self._cleanup()
+            raise MimiError(f"{self.path}: cannot write audio ({_first_line(exc)})") from None
+
+
 def write_audio(
     path: PathLike,
     samples: torch.Tensor,
@@ -376,47 +474,11 @@ def write_audio(
         MimiError: bad arguments (shape, rate, unknown extension, subtype not
             valid for the format, NaN/Inf samples) or the file cannot be written.
     """
-    p = os.fspath(path)
-    rate = _check_rate("sample_rate", sample_rate)
     x = _as_2d_float(samples)
     if x.shape[0] == 0:
         raise MimiError("cannot write audio with zero channels")
-    data = np.ascontiguousarray(x.numpy().T)  # [T, C]
-    if not np.isfinite(data).all():
+    p = os.fspath(path)
+    if not torch.isfinite(x).all():
         raise MimiError(f"{p}: refusing to write NaN/Inf samples")
-    fmt = _format_for(p)
-    if subtype is None:
-        subtype = "PCM_16" if fmt in ("WAV", "WAVEX", "RF64", "W64") else sf.default_subtype(fmt)
-    subtype = subtype.upper()
-    if not sf.check_format(fmt, subtype):
-        raise MimiError(f"{p}: subtype {subtype!r} is not valid for format {fmt}")
-    if subtype not in ("FLOAT", "DOUBLE"):
-        data = np.clip(data, -1.0, 1.0)
-
-    target = os.path.abspath(p)
-    directory = os.path.dirname(target)
-    tmp_name: Optional[str] = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=directory,
-            prefix="." + os.path.basename(target) + ".",
-            suffix=".tmp",
-            delete=False,
-        ) as tmp:
-            tmp_name = tmp.name
-            sf.write(tmp, data, rate, subtype=subtype, format=fmt)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-            os.fchmod(tmp.fileno(), 0o666 & ~_current_umask())
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise MimiError(f"{p}: cannot write: {exc.strerror or exc}") from None
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise MimiError(f"{p}: cannot write audio ({_first_line(exc)})") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    with AudioWriter(p, sample_rate, x.shape[0], subtype) as writer:
+        writer.write(x)

@@ -119,9 +119,12 @@ def _check_state(model: MimiModel, ckpt: Checkpoint) -> None:
 
 def model_from_checkpoint(ckpt: Checkpoint, num_codebooks: int = 8, device: str | torch.device = "cpu",
                           dtype: torch.dtype = torch.float32) -> MimiModel:
-    model = build_mimi(ckpt.config, num_codebooks=num_codebooks)
+    # Built on the meta device and given the checkpoint's tensors as they are: no random init,
+    # no second copy of the weights in memory.
+    with torch.device("meta"):
+        model = build_mimi(ckpt.config, num_codebooks=num_codebooks)
     _check_state(model, ckpt)
-    model.load_state_dict(ckpt.state, strict=True)
+    model.load_state_dict(ckpt.state, strict=True, assign=True)
     return prepare_for_inference(model, device, dtype)
 
 
@@ -233,7 +236,8 @@ def convert(source: str | os.PathLike, dest: str | os.PathLike, layout: str) -> 
     """Rewrite a checkpoint in another layout (tensors are copied unchanged)."""
     _check_layout(layout)
     ckpt = read_checkpoint(resolve_source(source))
-    model = build_mimi(ckpt.config)
+    with torch.device("meta"):
+        model = build_mimi(ckpt.config)
     _check_state(model, ckpt)
     return save_state(ckpt.state, ckpt.config, dest, layout)
 
@@ -243,5 +247,5 @@ def weights_fingerprint(model: MimiModel) -> str:
     h = hashlib.sha256(dataclasses.replace(model.config, name="").to_json().encode())
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
-        h.update(value.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+        h.update(value.detach().to(torch.float32).cpu().contiguous().numpy().data)
     return h.hexdigest()[:16]

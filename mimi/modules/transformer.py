@@ -54,7 +54,13 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         self.context = cfg.context
         self.in_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.register_buffer("rope_freqs", rope_frequencies(cfg.head_dim, cfg.max_period), persistent=False)
+        self.max_period = cfg.max_period
+        self._rope_freqs: torch.Tensor | None = None  # derived, not a weight: cached per device
+
+    def rope_freqs(self, device: torch.device) -> torch.Tensor:
+        if self._rope_freqs is None or self._rope_freqs.device != device:
+            self._rope_freqs = rope_frequencies(self.head_dim, self.max_period, device)
+        return self._rope_freqs
 
     def init_state(self, batch_size: int) -> KVCacheState:
         w = self.in_proj.weight
@@ -72,7 +78,7 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         qkv = self.in_proj(x).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, Dh]
         pos = torch.arange(offset, offset + T, device=x.device)
-        cos, sin = rope_cos_sin(pos, self.rope_freqs)
+        cos, sin = rope_cos_sin(pos, self.rope_freqs(x.device))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self._state is None:
             out = self._attend_offline(q, k, v)

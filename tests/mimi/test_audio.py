@@ -353,12 +353,13 @@ def test_write_atomic_replace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_write_atomic_encoder_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_write(*args: Any, **kwargs: Any) -> None:
-        file = args[0]
-        file.write(b"partial")
+    real_write = audio_mod.sf.SoundFile.write
+
+    def broken_write(self: Any, data: Any) -> None:
+        real_write(self, data[:10])  # some samples reach the temp file first
         raise RuntimeError("encoder exploded\nsecond line")
 
-    monkeypatch.setattr(audio_mod.sf, "write", broken_write)
+    monkeypatch.setattr(audio_mod.sf.SoundFile, "write", broken_write)
     with pytest.raises(MimiError, match="encoder exploded") as info:
         write_audio(tmp_path / "o.wav", torch.zeros(1, 100), 16_000)
     assert "\n" not in str(info.value)
@@ -369,7 +370,7 @@ def test_write_atomic_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(audio_mod.sf, "write", interrupted)
+    monkeypatch.setattr(audio_mod.sf.SoundFile, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_audio(tmp_path / "o.wav", torch.zeros(1, 100), 16_000)
     assert list(tmp_path.iterdir()) == []
