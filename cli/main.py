@@ -1,63 +1,30 @@
 """`mimi` command line: each command parses its arguments, calls the library, reports.
 
-User errors (bad files, bad arguments) print one line `error: ...` and exit with status 1;
+User errors (bad files, bad arguments) print one line `Error: ...` and exit with status 1;
 never a traceback.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-from typing import Any, Callable
-
 import click
 
 import mimi
-from mimi.errors import MimiError
-
-
-def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MimiError as exc:
-            raise click.ClickException(str(exc)) from None
-        except OSError as exc:  # disk full, permission denied, ...
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
+from mimi_cli.common import (
+    codebooks_option,
+    device_option,
+    model_option,
+    progress_enabled,
+    quiet_option,
+    reports_errors,
+    summary,
+)
+from mimi_cli.tokens import tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(mimi.__version__, prog_name="mimi")
 def main() -> None:
     """Mimi neural speech codec: 24 kHz speech at 12.5 frames/s, 1.1 kbps with 8 codebooks."""
-
-
-def _progress_enabled(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
-
-
-def _summary(header, seconds: float) -> str:
-    from mimi.format import bitrate_bps
-
-    return (f"{header.duration_seconds:.2f} s, {header.channels} ch, {header.num_codebooks} codebooks, "
-            f"{bitrate_bps(header) / 1000:.2f} kbps, {seconds:.1f} s wall")
-
-
-model_option = click.option("--model", "model_source", default=None, metavar="SRC",
-                            help="Hub id (e.g. kyutai/mimi), Kyutai .safetensors file or transformers folder "
-                                 "[default: the bundled model].")
-codebooks_option = click.option("--codebooks", type=click.IntRange(1, 32), default=None,
-                                help="Codebooks to use: 1..32 [default: 8].")
-device_option = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 
 
 @main.command()
@@ -75,8 +42,8 @@ def encode(input_path: str, output_path: str, model_source: str | None, codebook
     from mimi.defaults import resolve_model
 
     loaded = resolve_model(model_source, num_codebooks=codebooks, device=device)
-    report = encode_file(input_path, output_path, loaded, progress=_progress_enabled(quiet))
-    click.echo(f"wrote {output_path}: {_summary(report.header, report.seconds)}")
+    report = encode_file(input_path, output_path, loaded, progress=progress_enabled(quiet))
+    click.echo(f"wrote {output_path}: {summary(report.header, report.seconds)}")
 
 
 @main.command()
@@ -92,8 +59,8 @@ def decode(input_path: str, output_path: str, model_source: str | None, device: 
     from mimi.compress import decode_file, load_decoder_for
 
     loaded = load_decoder_for(input_path, model_source, device=device)
-    report = decode_file(input_path, output_path, loaded, progress=_progress_enabled(quiet))
-    click.echo(f"wrote {output_path}: {_summary(report.header, report.seconds)}")
+    report = decode_file(input_path, output_path, loaded, progress=progress_enabled(quiet))
+    click.echo(f"wrote {output_path}: {summary(report.header, report.seconds)}")
 
 
 @main.command()
@@ -111,8 +78,8 @@ def roundtrip(input_path: str, output_path: str, model_source: str | None, codeb
     from mimi.defaults import resolve_model
 
     loaded = resolve_model(model_source, num_codebooks=codebooks, device=device)
-    report = roundtrip_file(input_path, output_path, loaded, progress=_progress_enabled(quiet))
-    click.echo(f"wrote {output_path}: {_summary(report.header, report.seconds)}")
+    report = roundtrip_file(input_path, output_path, loaded, progress=progress_enabled(quiet))
+    click.echo(f"wrote {output_path}: {summary(report.header, report.seconds)}")
 
 
 @main.command()
@@ -154,9 +121,8 @@ def convert(source: str, dest: str, layout: str) -> None:
     click.echo(f"wrote {out} ({layout} layout)")
 
 
+main.add_command(tokens)
+
+
 if __name__ == "__main__":
     main()
-
-from mimi_cli.tokens import tokens  # noqa: E402
-
-main.add_command(tokens)

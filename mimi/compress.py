@@ -24,8 +24,8 @@ from tqdm import tqdm
 import mimi
 from mimi.audio import AudioWriter, StreamingResampler, audio_info, iter_audio_blocks, resampled_length
 from mimi.defaults import LoadedModel
-from mimi.errors import MimiError
-from mimi.format import MimiHeader, bitrate_bps, read_mimi, read_mimi_header, write_mimi
+from mimi.errors import MimiError, MimiFormatError
+from mimi.format import MimiHeader, bitrate_bps, read_mimi, write_mimi
 
 CHUNK_FRAMES = 25  # 2 s of audio per model call: activations stay small
 
@@ -112,7 +112,8 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def check_model_matches(header: MimiHeader, loaded: LoadedModel) -> None:
-    """Refuse to decode codes with a model other than the one that made them."""
+    """Refuse to decode codes with a model other than the one that made them, or a header whose
+    length does not match its frames (the decoder pads or trims by a few samples at most)."""
     if header.weights_fingerprint != loaded.fingerprint:
         raise MimiError(f"this file was encoded with model {header.model_id!r} (weights fingerprint "
                         f"{header.weights_fingerprint}), but the model given has fingerprint "
@@ -121,13 +122,19 @@ def check_model_matches(header: MimiHeader, loaded: LoadedModel) -> None:
     if header.num_codebooks > model.total_codebooks or header.codebook_size != model.codebook_size:
         raise MimiError(f"the file's {header.num_codebooks} codebooks of {header.codebook_size} do not fit "
                         f"this model ({model.total_codebooks} of {model.codebook_size})")
+    expected = _frames(resampled_length(header.num_samples, header.sample_rate, model.sample_rate),
+                       model.frame_size)
+    if header.num_frames != expected or header.frame_rate != model.frame_rate:
+        raise MimiFormatError(f"inconsistent .mimi header: {header.num_samples} samples at {header.sample_rate} Hz "
+                              f"make {expected} frames at {model.frame_rate:g} Hz, the file has "
+                              f"{header.num_frames} at {header.frame_rate:g} Hz")
 
 
 def load_decoder_for(path: str | os.PathLike, source: str | None, device: str = "cpu") -> LoadedModel:
     """The model to decode `path` with: `source` if given, else the one named in its header."""
     from mimi.defaults import resolve_model
 
-    header = read_mimi_header(path)
+    header = read_mimi(path).header  # fully verified (checksum) before trusting its model id
     return resolve_model(source if source is not None else header.model_id,
                          num_codebooks=header.num_codebooks, device=device)
 
@@ -160,7 +167,7 @@ def decode_file(input_path: str | os.PathLike, output_path: str | os.PathLike, l
             emit(resampler.process(audio))
             bar.update(chunk.shape[-1])
         emit(resampler.process(torch.zeros(header.channels, 0), last=True))
-        if remaining:  # resampler rounding: at most a few samples
+        if remaining:  # resampler rounding: a few samples (checked by `check_model_matches`)
             emit(torch.zeros(header.channels, remaining))
     return CodecReport(header, output_path, time.perf_counter() - start)
 

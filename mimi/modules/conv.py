@@ -68,9 +68,16 @@ class StreamingConv1d(StreamingModule[ConvState]):
 
     def _forward_offline(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-1]
-        extra = self.output_length(length) * self.stride - length  # completes the last frame
+        n_out = self.output_length(length)
+        extra = n_out * self.stride - length  # right padding that completes the last frame
+        c = self.conv
+        if self.pad_mode == "constant" and extra <= self.padding_total:
+            # Let the conv zero-pad both sides itself (no padded copy of the input) and drop
+            # the surplus outputs on the right: the same sums as explicit causal padding.
+            y = F.conv1d(x, c.weight, c.bias, self.stride, self.padding_total, c.dilation, c.groups)
+            return y[..., :n_out]  # [B, C_out, ceil(T/S)]
         x = F.pad(x, (self.padding_total, extra), mode=self.pad_mode)  # [B, C_in, K - S + ceil(T/S)*S]
-        return self.conv(x)
+        return c(x)
 
     def _forward_streaming(self, x: torch.Tensor, state: ConvState) -> torch.Tensor:
         length = x.shape[-1]

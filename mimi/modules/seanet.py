@@ -20,11 +20,12 @@ class ResidualUnit(nn.Module):
     def __init__(self, dim: int, kernel_size: int, dilation: int, compress: int, pad_mode: str):
         super().__init__()
         hidden = dim // compress
-        # indices 0..3 as in the checkpoint: block.1 and block.3 are the convs
+        # indices 0..3 as in the checkpoint: block.1 and block.3 are the convs. The first ELU
+        # must keep its input (the skip path); the second may overwrite the conv's output.
         self.block = nn.Sequential(
             nn.ELU(alpha=1.0),
             StreamingConv1d(dim, hidden, kernel_size, dilation=dilation, pad_mode=pad_mode),
-            nn.ELU(alpha=1.0),
+            nn.ELU(alpha=1.0, inplace=True),
             StreamingConv1d(hidden, dim, 1, pad_mode=pad_mode),
         )
 

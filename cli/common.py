@@ -1,0 +1,49 @@
+"""What every `mimi` command shares: error reporting, common options, progress and summaries."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from mimi.errors import MimiError
+
+
+def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MimiError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # disk full, permission denied, ...
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def progress_enabled(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def summary(header, seconds: float) -> str:
+    from mimi.format import bitrate_bps
+
+    return (f"{header.duration_seconds:.2f} s, {header.channels} ch, {header.num_codebooks} codebooks, "
+            f"{bitrate_bps(header) / 1000:.2f} kbps, {seconds:.1f} s wall")
+
+
+model_option = click.option("--model", "model_source", default=None, metavar="SRC",
+                            help="Hub id (e.g. kyutai/mimi), Kyutai .safetensors file or transformers folder "
+                                 "[default: the bundled model].")
+codebooks_option = click.option("--codebooks", type=click.IntRange(1, 32), default=None,
+                                help="Codebooks to use: 1..32 [default: 8].")
+device_option = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
