@@ -6,8 +6,11 @@ input of length T gives ceil(T / stride) frames. Streaming, the left context is 
 preallocated buffer instead, and chunks must be whole multiples of the stride: the outputs
 then equal the offline ones exactly.
 
-A causal transposed conv trims `kernel - stride` samples on the right; streaming, those
-samples are kept as a partial overlap-add buffer and completed by the next chunk.
+A causal transposed conv (trimming `kernel - stride` samples on the right) is computed in
+its polyphase form: with kernel = n * stride, output sample m * stride + p depends only on
+input frames m - n + 1 .. m, so it is a plain causal conv with kernel n producing `stride`
+phases per output channel, interleaved afterwards. Same sums as `nn.ConvTranspose1d`
+(float rounding aside), faster on CPU, and streaming only needs the last n - 1 input frames.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class ConvState(StreamingState):
 
 @dataclass
 class ConvTrState(StreamingState):
-    partial: torch.Tensor  # [B, C_out, kernel - stride]: overlap-add tail, bias excluded
+    previous: torch.Tensor  # [B, C_in, taps - 1]: the last input frames still needed
 
 
 class StreamingConv1d(StreamingModule[ConvState]):
@@ -97,7 +100,7 @@ class StreamingConv1d(StreamingModule[ConvState]):
 
 
 class StreamingConvTranspose1d(StreamingModule[ConvTrState]):
-    """Causal ConvTranspose1d. The wrapped `nn.ConvTranspose1d` is `self.convtr`."""
+    """Causal ConvTranspose1d. The wrapped `nn.ConvTranspose1d` (weights only) is `self.convtr`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, bias: bool = True):
@@ -105,34 +108,51 @@ class StreamingConvTranspose1d(StreamingModule[ConvTrState]):
         self.convtr = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride,
                                          groups=groups, bias=bias)
         self.stride = stride
-        self.padding_total = kernel_size - stride
-        if self.padding_total < 0:
+        if kernel_size < stride:
             raise ValueError("kernel_size must be >= stride")
+        self.taps = -(-kernel_size // stride)  # input frames each output sample depends on
+        self._cache: tuple[tuple, torch.Tensor, torch.Tensor | None] | None = None
 
     def init_state(self, batch_size: int) -> ConvTrState:
         w = self.convtr.weight
-        partial = torch.zeros(batch_size, self.convtr.out_channels, self.padding_total,
-                              device=w.device, dtype=w.dtype)
-        return ConvTrState(partial=partial)
+        return ConvTrState(previous=torch.zeros(batch_size, self.convtr.in_channels, self.taps - 1,
+                                                device=w.device, dtype=w.dtype))
+
+    def polyphase_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conv weight [C_out * S, C_in / G, taps] (channel o * S + p is phase p of output o) and
+        bias [C_out * S]. Cached while the weights are frozen (inference)."""
+        ct, S, n = self.convtr, self.stride, self.taps
+        w, b = ct.weight, ct.bias
+        key = (w.data_ptr(), w._version, w.dtype, w.device, None if b is None else b._version)
+        if not w.requires_grad and self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        G = ct.groups
+        cin_g, cout_g, K = w.shape
+        w = F.pad(w, (0, n * S - K))  # zero taps up to a whole number of frames
+        w = w.view(G, cin_g // G, cout_g, n, S)  # tap k = j * S + p: frame lag j, phase p
+        v = w.permute(0, 2, 4, 1, 3).flip(-1).reshape(G * cout_g * S, cin_g // G, n)  # lag j -> tap n-1-j
+        bias = None if b is None else b.repeat_interleave(S)
+        if not w.requires_grad:
+            self._cache = (key, v.contiguous(), bias)
+        return v, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C_in, T] -> [B, C_out, T * stride]
+        B, _, T = x.shape
+        if T == 0:
+            return x.new_zeros(B, self.convtr.out_channels, 0)
+        v, bias = self.polyphase_weights()
         if self._state is None:
-            y = self.convtr(x)  # [B, C_out, T*S + K - S]
-            return y[..., : y.shape[-1] - self.padding_total]
-        return self._forward_streaming(x, self._state)
+            z = F.conv1d(x, v, bias, 1, self.taps - 1, 1, self.convtr.groups)[..., :T]  # [B, C_out*S, T]
+        else:
+            z = self._phases_streaming(x, v, bias, self._state)
+        # interleave the phases: [B, C_out, S, T] -> [B, C_out, T, S] -> [B, C_out, T * S]
+        return z.view(B, -1, self.stride, T).transpose(2, 3).reshape(B, -1, T * self.stride)
 
-    def _forward_streaming(self, x: torch.Tensor, state: ConvTrState) -> torch.Tensor:
-        out_len = x.shape[-1] * self.stride
-        if out_len == 0:
-            return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
-        ct = self.convtr
-        y = F.conv_transpose1d(x, ct.weight, None, self.stride, groups=ct.groups)  # [B, C, T*S + K - S]
-        pt = self.padding_total
-        if pt > 0:
-            y[..., :pt] += state.partial
-            state.partial.copy_(y[..., out_len:])
-        y = y[..., :out_len]
-        if ct.bias is not None:
-            y = y + ct.bias[:, None]
-        return y
+    def _phases_streaming(self, x: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                          state: ConvTrState) -> torch.Tensor:
+        if self.taps == 1:
+            return F.conv1d(x, v, bias, groups=self.convtr.groups)
+        x = torch.cat([state.previous, x], dim=-1)  # [B, C_in, taps - 1 + T]
+        state.previous.copy_(x[..., -(self.taps - 1):])
+        return F.conv1d(x, v, bias, groups=self.convtr.groups)

@@ -260,7 +260,7 @@ def test_nested_streaming_raises_and_state_lifecycle():
     with stack.streaming(batch_size=3):
         assert isinstance(stack.a.state, ConvState)
         assert stack.a.state.previous.shape == (3, 6, 2)
-        assert stack.b.state.partial.shape == (3, 6, 2)
+        assert stack.b.state.previous.shape == (3, 6, 1)  # taps - 1 = kernel / stride - 1 input frames
         with pytest.raises(RuntimeError):
             with stack.streaming(batch_size=3):
                 pass
@@ -290,3 +290,21 @@ def test_state_api_errors_outside_or_across_streams():
     with conv.streaming(batch_size=1):
         with pytest.raises(ValueError):
             conv.restore(foreign)
+
+
+@pytest.mark.parametrize("kernel,stride,groups,bias", CONVTR_CASES)
+def test_convtr_polyphase_equals_torch_conv_transpose(kernel, stride, groups, bias):
+    """The polyphase computation gives nn.ConvTranspose1d's output, causally trimmed."""
+    convtr = _convtr(kernel, stride, groups, bias)
+    x = torch.randn(2, 6, 13, generator=torch.Generator().manual_seed(9))
+    reference = convtr.convtr(x)[..., : 13 * stride]
+    torch.testing.assert_close(convtr(x), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_convtr_polyphase_weights_follow_weight_updates():
+    convtr = _convtr(4, 2).requires_grad_(False)
+    x = torch.randn(1, 6, 5)
+    before = convtr(x)
+    with torch.no_grad():
+        convtr.convtr.weight.mul_(2.0)  # in place: the cached polyphase weights must refresh
+    torch.testing.assert_close(convtr(x) - convtr.convtr.bias[:, None], 2 * (before - convtr.convtr.bias[:, None]))
