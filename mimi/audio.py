@@ -21,6 +21,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from mimi.atomic import current_umask, fsync_dir
 from mimi.errors import AudioReadError, MimiError
 
 __all__ = [
@@ -342,20 +343,6 @@ def _format_for(path: str) -> str:
     raise MimiError(f"{path}: cannot tell the audio format from the extension {ext.lower() or '(none)'!r}")
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it where possible."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _resolve_subtype(path: str, subtype: Optional[str]) -> tuple[str, str]:
     fmt = _format_for(path)
     if subtype is None:
@@ -443,9 +430,10 @@ class AudioWriter:
             self._file = None
             with open(self._tmp, "rb+") as f:
                 os.fsync(f.fileno())
-                os.fchmod(f.fileno(), 0o666 & ~_current_umask())
+                os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.replace(self._tmp, os.path.abspath(self.path))
             self._tmp = None
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError as exc:
             self._cleanup()
             raise MimiError(f"{self.path}: cannot write: {exc.strerror or exc}") from None

@@ -29,13 +29,13 @@ import numbers
 import os
 import re
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, fields
 from typing import Any, Union
 
 import numpy as np
 
+from mimi.atomic import atomic_write_bytes
 from mimi.errors import MimiError, MimiFormatError
 
 __all__ = [
@@ -634,58 +634,12 @@ def read_mimi_header(path: PathLike) -> MimiHeader:
 # --------------------------------------------------------------------------
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it where possible."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, ``os.replace``).
-
-    On any exception the temporary file is removed and ``path`` is untouched.
-    The file gets the permissions a plain ``open(path, "wb")`` would give it.
-    """
-    target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    tmp_name: str | None = None
+    """Write ``data`` to ``path`` atomically (see :mod:`mimi.atomic`); errors as one line."""
     try:
-        with tempfile.NamedTemporaryFile(
-            dir=directory, prefix="." + os.path.basename(target) + ".", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-            os.fchmod(tmp.fileno(), 0o666 & ~_current_umask())
-        os.replace(tmp_name, target)
-        tmp_name = None
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise MimiError(f"{os.fspath(path)}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
-    try:  # make the rename durable; not fatal if the platform refuses
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def write_mimi(path: PathLike, header: MimiHeader, codes: np.ndarray) -> None:

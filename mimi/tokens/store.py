@@ -21,7 +21,6 @@ Nothing else can be half-done.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mimi.atomic import fsync_dir
 from mimi.errors import MimiError
 
 __all__ = [
@@ -59,18 +59,6 @@ def shard_name(rank: int, index: int) -> str:
 
 
 # -- low-level durable writes ------------------------------------------------------------------
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames and new files in `folder` durable (a no-op where folders cannot be synced)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
