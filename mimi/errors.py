@@ -8,7 +8,7 @@ escaping the library is a bug.
 
 from __future__ import annotations
 
-__all__ = ["MimiError", "MimiFormatError", "AudioReadError"]
+__all__ = ["MimiError", "MimiFormatError", "AudioReadError", "MetricError"]
 
 
 class MimiError(Exception):
@@ -25,3 +25,11 @@ class MimiFormatError(MimiError):
 
 class AudioReadError(MimiError):
     """An audio file is missing, unreadable, empty or holds invalid samples."""
+
+
+class MetricError(MimiError):
+    """A quality metric (PESQ, STOI, SI-SDR, ...) cannot be computed for the given input.
+
+    Raised instead of returning a made-up or NaN score: silent or too-short
+    audio, mismatched lengths, multi-channel input, a missing optional package.
+    """
