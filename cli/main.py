@@ -18,7 +18,9 @@ from mimi_cli.common import (
     reports_errors,
     summary,
 )
+from mimi_cli.corpus import corpus
 from mimi_cli.tokens import tokens
+from mimi_cli.train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,7 +123,9 @@ def convert(source: str, dest: str, layout: str) -> None:
     click.echo(f"wrote {out} ({layout} layout)")
 
 
+main.add_command(corpus)
 main.add_command(tokens)
+main.add_command(train)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Training Mimi: data, corpora, losses, discriminators and the training loop."""

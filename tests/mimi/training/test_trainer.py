@@ -1,0 +1,162 @@
+"""The training loop: learning, exact resume, checkpoints, config and CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import mimi
+from mimi.errors import MimiError
+from mimi.training.config import TrainConfig, config_from_dict, load_config
+from mimi_cli.main import main
+from tests.helpers import speechlike
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("corpus")
+    for i in range(4):
+        sf.write(folder / f"utt{i}.wav", speechlike(2.0, seed=10 + i), 24000)
+    sf.write(folder / "utt16k.wav", speechlike(2.0, sr=16000, seed=20), 16000)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and fast for tiny models
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(corpus: Path, **overrides) -> TrainConfig:
+    data = {
+        "model": "tiny", "steps": 6, "batch_size": 2, "seed": 0, "device": "cpu", "log_every": 1,
+        "eval_every": 1000, "checkpoint_every": 3,
+        "data": {"train": str(corpus), "segment_seconds": 0.16},
+        "loss": {"mode": "encodec"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    return config_from_dict(data)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    """A few dozen CPU steps on one fixed clip (the crop is the whole file, gain fixed) drive the
+    reconstruction loss down, with the quantizer in the loop (dropout, 50 % unquantized)."""
+    from mimi.training.trainer import train
+
+    one = tmp_path / "one"
+    one.mkdir()
+    sf.write(one / "clip.wav", speechlike(0.16, seed=5), 24000)
+    cfg = tiny_config(one, steps=40, checkpoint_every=40, optim={"lr": 3e-3}, data={"gain_db": [0.0, 0.0]},
+                      loss={"disc_start_step": 1000})  # reconstruction only
+    report = train(cfg, tmp_path / "run")
+    mel = [float(r["mel"]) for r in read_log(tmp_path / "run" / "train.csv")]
+    assert report.steps_done == 40 and len(mel) == 40
+    assert np.mean(mel[-5:]) < 0.3 * np.mean(mel[:5]), mel
+    assert mimi.load(report.final_model).config == cfg.model  # the EMA weights load as a model
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(corpus, tmp_path):
+    from mimi.training.trainer import train
+
+    cfg = tiny_config(corpus)  # adversarial + reconstruction, balancer, quantizer dropout
+    train(cfg, tmp_path / "straight")
+    first_half = tiny_config(corpus, steps=3)
+    train(first_half, tmp_path / "resumed")
+    report = train(cfg, tmp_path / "resumed", resume=True)
+    assert report.resumed_from == 3 and report.steps_done == 6
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    da = load_file(tmp_path / "straight" / "final" / "discriminator.safetensors")
+    db = load_file(tmp_path / "resumed" / "final" / "discriminator.safetensors")
+    assert all(torch.equal(da[k], db[k]) for k in da)
+    rows = read_log(tmp_path / "resumed" / "train.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))  # no duplicated rows after resume
+
+
+def test_checkpoint_layout_and_resolved_config(corpus, tmp_path):
+    from mimi.training.trainer import train
+
+    train(tiny_config(corpus, steps=3), tmp_path / "run")
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000003"
+    ckpt = run / "checkpoints" / "step_0000003"
+    for name in ("model", "ema", "discriminator", "extra", "optimizer_g", "optimizer_d"):
+        assert (ckpt / f"{name}.safetensors").is_file()
+    resolved = json.loads((run / "config.resolved.json").read_text())
+    assert resolved["steps"] == 3 and resolved["model"]["name"] == "mimi-tiny"
+    assert load_config(run / "config.resolved.json") == tiny_config(corpus, steps=3)
+    assert mimi.load(ckpt / "model.safetensors").config.name == "mimi-tiny"
+
+
+def test_weight_decay_only_on_transformer_weights():
+    from mimi.training.trainer import _param_groups
+
+    model = mimi.build_mimi(mimi.MimiConfig.tiny())
+    decay, no_decay = _param_groups(model, torch.nn.Module(), 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all("transformer" in names[id(p)] and p.dim() == 2 for p in decay["params"])
+    assert not any("transformer" in names[id(p)] and p.dim() == 2 for p in no_decay["params"])
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(MimiError, match="train is required"):
+        config_from_dict({"model": "tiny"})
+    with pytest.raises(MimiError, match="unknown key"):
+        config_from_dict({"data": {"train": "x"}, "stepz": 3})
+    with pytest.raises(MimiError, match=r"unknown key\(s\) in \[loss\]"):
+        config_from_dict({"data": {"train": "x"}, "loss": {"moed": "x"}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = [")
+    with pytest.raises(MimiError, match="invalid training config"):
+        load_config(bad)
+    with pytest.raises(MimiError, match="no such training config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_cli_train_new_run_refuses_to_overwrite_and_resumes(corpus, tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        'model = "tiny"\nsteps = 2\nbatch_size = 2\ndevice = "cpu"\ncheckpoint_every = 1\n'
+        f'[data]\ntrain = "{corpus}"\nsegment_seconds = 0.16\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", str(cfg), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "trained to step 2" in result.output
+    again = runner.invoke(main, ["train", str(cfg), "--out", str(tmp_path / "run")])
+    assert again.exit_code == 1 and "--resume" in again.output
+    cfg.write_text(cfg.read_text().replace("steps = 2", "steps = 3"))
+    resumed = runner.invoke(main, ["train", str(cfg), "--resume", str(tmp_path / "run")])
+    assert resumed.exit_code == 0, resumed.output
+    assert "trained to step 3 (from 2)" in resumed.output
+
+
+def test_init_from_released_layout_weights(corpus, tmp_path, tiny_model):
+    from mimi.training.trainer import train
+
+    src = mimi.save(tiny_model, tmp_path / "init.safetensors")
+    report = train(tiny_config(corpus, steps=1, checkpoint_every=1), tmp_path / "ft", init=str(src))
+    assert report.steps_done == 1
