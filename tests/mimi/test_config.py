@@ -127,3 +127,11 @@ def test_non_object_section_raises_mimi_error():
 def test_non_string_name_raises():
     with pytest.raises(MimiError, match="name"):
         MimiConfig.from_json('{"name": 5}')
+
+
+def test_small_preset_fits_the_bundled_model_budget():
+    import mimi
+
+    model = mimi.build_mimi(MimiConfig.small())
+    size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert size <= 25 * 2**20 and model.config.quantizer.n_q == 32
