@@ -160,3 +160,9 @@ def test_init_from_released_layout_weights(corpus, tmp_path, tiny_model):
     src = mimi.save(tiny_model, tmp_path / "init.safetensors")
     report = train(tiny_config(corpus, steps=1, checkpoint_every=1), tmp_path / "ft", init=str(src))
     assert report.steps_done == 1
+
+
+def test_shipped_configs_parse():
+    for path in sorted((Path(__file__).parents[3] / "configs").glob("*.toml")):
+        cfg = load_config(path)
+        assert cfg.model.quantizer.n_q >= cfg.eval_codebooks, path
