@@ -1,0 +1,1 @@
+"""Codec benchmarks: quality against bitrate (with Opus and Codec2 baselines) and speed."""
