@@ -70,7 +70,7 @@ def list_inputs(input_path: PathLike) -> list[InputFile]:
     else:
         ext = root.suffix.lower().lstrip(".")
         if ext not in MANIFEST_EXTENSIONS:
-            raise MimiError(f"{root}: INPUT must be a folder or a manifest (.txt, .lst or .jsonl), "
+            raise MimiError(f"{root}: an audio source must be a folder or a manifest (.txt, .lst or .jsonl), "
                             f"not a .{ext or '(no extension)'} file")
         files = _read_manifest(root, jsonl=(ext == "jsonl"))
         if not files:
@@ -128,11 +128,12 @@ def _manifest_entry(manifest: Path, lineno: int, line: str, *, jsonl: bool) -> s
         obj = json.loads(stripped)
     except json.JSONDecodeError as exc:
         raise MimiError(f"{manifest}:{lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict) or "audio" not in obj:
-        raise MimiError(f"{manifest}:{lineno}: expected a JSON object with an \"audio\" key")
-    audio = obj["audio"]
+    if not isinstance(obj, dict) or not ("audio" in obj or "path" in obj):
+        raise MimiError(f"{manifest}:{lineno}: expected a JSON object with an \"audio\" (or \"path\") key")
+    key = "audio" if "audio" in obj else "path"
+    audio = obj[key]
     if not isinstance(audio, str) or not audio.strip():
-        raise MimiError(f"{manifest}:{lineno}: \"audio\" must be a non-empty string")
+        raise MimiError(f"{manifest}:{lineno}: \"{key}\" must be a non-empty string")
     return audio
 
 

@@ -17,7 +17,6 @@ the DataLoader's ``num_workers``, its worker assignment or the order items are a
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -32,13 +31,12 @@ from torch.utils.data import Dataset
 
 from mimi.audio import resample, resampled_length
 from mimi.errors import AudioReadError, MimiError
-from mimi.tokens.inputs import AUDIO_EXTENSIONS
+from mimi.tokens.inputs import list_inputs
 
 __all__ = ["AudioCropDataset", "EvalClips", "list_audio"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_MANIFEST_EXTENSIONS = ("jsonl", "txt", "lst")
 # Extra source samples read on each side of a crop that needs resampling, so that the
 # resampler's edge transients fall outside the kept window.
 _RESAMPLE_MARGIN_S = 0.05
@@ -53,70 +51,8 @@ _MAX_ALIGN_STEP = 2400
 
 
 def _entries(source: PathLike) -> list[tuple[Path, str]]:
-    """(path to read, name) for every file of ``source``; see the module docstring."""
-    root = Path(os.fspath(source))
-    if not root.exists():
-        raise MimiError(f"{root}: no such file or folder")
-    if root.is_dir():
-        found = _scan(root)
-        if not found:
-            raise MimiError(f"{root}: no audio files found (looked for "
-                            f"{', '.join('.' + e for e in sorted(AUDIO_EXTENSIONS))})")
-        return found
-    ext = root.suffix.lower().lstrip(".")
-    if ext not in _MANIFEST_EXTENSIONS:
-        raise MimiError(f"{root}: an audio source must be a folder or a manifest (.jsonl, .txt or .lst), "
-                        f"not a .{ext or '(no extension)'} file")
-    found = _read_manifest(root, jsonl=ext == "jsonl")
-    if not found:
-        raise MimiError(f"{root}: the manifest lists no audio files")
-    return found
-
-
-def _scan(root: Path) -> list[tuple[Path, str]]:
-    base = root.resolve()
-    found: list[tuple[Path, str]] = []
-
-    def on_error(exc: OSError) -> None:
-        raise MimiError(f"{exc.filename or root}: cannot list folder: {exc.strerror or exc}")
-
-    for dirpath, dirnames, filenames in os.walk(base, onerror=on_error, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or "." not in name:
-                continue
-            if name.rsplit(".", 1)[-1].lower() in AUDIO_EXTENSIONS:
-                path = Path(dirpath) / name
-                found.append((path, path.relative_to(base).as_posix()))
-    found.sort(key=lambda e: e[1])
-    return found
-
-
-def _read_manifest(manifest: Path, *, jsonl: bool) -> list[tuple[Path, str]]:
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MimiError(f"{manifest}: cannot read manifest: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise MimiError(f"{manifest}: cannot read manifest: not UTF-8 text") from None
-    base = manifest.resolve().parent
-    found: list[tuple[Path, str]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        entry = line.strip()
-        if not entry or (not jsonl and entry.startswith("#")):
-            continue
-        if jsonl:
-            try:
-                obj = json.loads(entry)
-            except json.JSONDecodeError as exc:
-                raise MimiError(f"{manifest}:{lineno}: not valid JSON ({exc.msg})") from None
-            value = obj.get("audio", obj.get("path")) if isinstance(obj, dict) else None
-            if not isinstance(value, str) or not value.strip():
-                raise MimiError(f"{manifest}:{lineno}: expected a JSON object with an \"audio\" or \"path\" key")
-            entry = value
-        path = Path(entry)
-        found.append((path if path.is_absolute() else base / path, entry))
-    return found
+    """(path to read, name) for every file of ``source``: the same listing as `mimi tokens`."""
+    return [(f.path, f.rel) for f in list_inputs(source)]
 
 
 def list_audio(source: PathLike) -> list[Path]:

@@ -111,7 +111,7 @@ def test_list_inputs_manifests(tmp_path):
     (lambda d: (d / "x.csv").write_text("a") and d / "x.csv", "manifest"),
     (lambda d: (d / "dup.txt").write_text("a.wav\n# x\na.wav\n") and d / "dup.txt", "more than once"),
     (lambda d: (d / "bad.jsonl").write_text('{"audio": "a.wav"}\n{oops\n') and d / "bad.jsonl", ":2: not valid JSON"),
-    (lambda d: (d / "noaudio.jsonl").write_text('{"path": "a.wav"}\n') and d / "noaudio.jsonl", "\"audio\""),
+    (lambda d: (d / "noaudio.jsonl").write_text('{"file": "a.wav"}\n') and d / "noaudio.jsonl", "\"audio\""),
     (lambda d: (d / "blank.lst").write_text("# nothing\n\n") and d / "blank.lst", "lists no audio"),
 ])
 def test_list_inputs_errors(tmp_path, setup, message):

@@ -67,7 +67,7 @@ def test_list_audio_folder_and_manifests(folder, tmp_path):
     (lambda d: d, "no audio files found"),
     (lambda d: (d / "x.csv").write_text("a") and d / "x.csv", "must be a folder or a manifest"),
     (lambda d: (d / "x.jsonl").write_text("{bad\n") and d / "x.jsonl", r"x.jsonl:1: not valid JSON"),
-    (lambda d: (d / "x.jsonl").write_text('{"file": "a.wav"}\n') and d / "x.jsonl", '"audio" or "path"'),
+    (lambda d: (d / "x.jsonl").write_text('{"file": "a.wav"}\n') and d / "x.jsonl", r'"audio" \(or "path"\)'),
     (lambda d: (d / "x.txt").write_text("# nothing\n") and d / "x.txt", "lists no audio files"),
 ])
 def test_list_audio_errors(tmp_path, make, message):
