@@ -163,6 +163,19 @@ def _info_from(p: str, f: sf.SoundFile) -> AudioInfo:
     )
 
 
+def open_audio(path: PathLike) -> sf.SoundFile:
+    """Open an audio file for seeking and partial reads, with the checks and one-line errors of
+    :func:`read_audio` (missing path, folder, empty file, not audio, no samples). Close it."""
+    p = _check_path(path)
+    f = _open(p)
+    try:
+        _info_from(p, f)
+    except AudioReadError:
+        f.close()
+        raise
+    return f
+
+
 def _check_finite(p: str, data: np.ndarray) -> None:
     if not np.isfinite(data).all():
         raise AudioReadError(f"{p}: contains NaN/Inf samples")

@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from mimi.audio import resample, resampled_length
+from mimi.audio import open_audio, resample, resampled_length
 from mimi.errors import AudioReadError, MimiError
 from mimi.tokens.inputs import list_inputs
 
@@ -68,25 +68,6 @@ def list_audio(source: PathLike) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-
-
-def _open(path: Path) -> sf.SoundFile:
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise AudioReadError(f"{p}: no such file")
-    if os.path.isdir(p):
-        raise AudioReadError(f"{p}: is a directory, not an audio file")
-    try:
-        f = sf.SoundFile(p, mode="r")
-    except OSError as exc:
-        raise AudioReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AudioReadError(f"{p}: not a readable audio file ({first})") from None
-    if f.samplerate <= 0 or f.channels <= 0 or f.frames <= 0:
-        f.close()
-        raise AudioReadError(f"{p}: no audio (rate {f.samplerate}, {f.channels} channels, {f.frames} frames)")
-    return f
 
 
 def _read(f: sf.SoundFile, path: Path, start: int, frames: int) -> np.ndarray:
@@ -236,7 +217,7 @@ class AudioCropDataset(Dataset):
 
     def _crop(self, path: Path, rng: np.random.Generator) -> np.ndarray:
         seg, out_rate = self.segment_samples, self.sample_rate
-        with _open(path) as f:
+        with open_audio(path) as f:
             rate, frames = int(f.samplerate), int(f.frames)
             if rate == out_rate:
                 if frames <= seg:
@@ -303,7 +284,7 @@ class EvalClips(Sequence):
         self.clips: list[tuple[str, torch.Tensor]] = [(name, self._load(path)) for path, name in entries]
 
     def _load(self, path: Path) -> torch.Tensor:
-        with _open(path) as f:
+        with open_audio(path) as f:
             rate, frames = int(f.samplerate), int(f.frames)
             if self.max_seconds is not None:
                 # a little extra so the resampler's tail is cut, not zero-faded
