@@ -18,6 +18,7 @@ from mimi_cli.common import (
     reports_errors,
     summary,
 )
+from mimi_cli.bench import bench
 from mimi_cli.corpus import corpus
 from mimi_cli.tokens import tokens
 from mimi_cli.train import train
@@ -123,6 +124,7 @@ def convert(source: str, dest: str, layout: str) -> None:
     click.echo(f"wrote {out} ({layout} layout)")
 
 
+main.add_command(bench)
 main.add_command(corpus)
 main.add_command(tokens)
 main.add_command(train)
