@@ -64,6 +64,20 @@ class MimiModel(StreamingContainer):
     def codebook_size(self) -> int:
         return self.quantizer.bins
 
+    def set_dtype(self, dtype: torch.dtype) -> "MimiModel":
+        """Cast for inference in `dtype` (e.g. bfloat16). The quantizer stays float32: a
+        nearest-neighbour search in bf16 flips most codes (see benchmarks/results/bf16_agreement.md),
+        and it costs little. `quantize` / `dequantize` convert at its boundary."""
+        self.to(dtype)
+        self.quantizer.float()
+        return self
+
+    def _quantizer_dtype(self) -> torch.dtype:
+        return self.quantizer.semantic.input_proj.weight.dtype
+
+    def _decoder_dtype(self) -> torch.dtype:
+        return self.upsample.convtr.convtr.weight.dtype
+
     def set_num_codebooks(self, k: int) -> None:
         if not isinstance(k, int) or not 1 <= k <= self.quantizer.n_q:
             raise ValueError(f"number of codebooks must be an integer in [1, {self.quantizer.n_q}], got {k!r}")
@@ -91,7 +105,7 @@ class MimiModel(StreamingContainer):
     def quantize(self, latent: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
         """Latent [B, D, F] -> codes [B, K, F] (long)."""
         k = self._num_codebooks if num_codebooks is None else num_codebooks
-        return self.quantizer.encode(latent, k)
+        return self.quantizer.encode(latent.to(self._quantizer_dtype()), k)
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio [B, 1, T] -> codes [B, K, ceil(T / frame_size)], K = `num_codebooks`."""
@@ -104,7 +118,7 @@ class MimiModel(StreamingContainer):
             raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"codes must be in [0, {self.codebook_size})")
-        return self.quantizer.decode(codes.long())
+        return self.quantizer.decode(codes.long()).to(self._decoder_dtype())
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent [B, D, F] -> audio [B, 1, F * frame_size]."""

@@ -419,7 +419,7 @@ def run_speed(loaded_model: LoadedModel, *, device: Union[str, torch.device] = "
     model = loaded_model.model
     param = next(model.parameters())
     if param.device != device or param.dtype != dtype:
-        model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+        model = copy.deepcopy(model).to(device=device).set_dtype(dtype).eval()
     model.requires_grad_(False)
 
     def sync() -> None:

@@ -130,7 +130,7 @@ def model_from_checkpoint(ckpt: Checkpoint, num_codebooks: int = 8, device: str 
 
 def prepare_for_inference(model: MimiModel, device: str | torch.device = "cpu",
                           dtype: torch.dtype = torch.float32) -> MimiModel:
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device).set_dtype(dtype).eval()
     model.requires_grad_(False)
     return model
 

@@ -77,7 +77,16 @@ def test_load_dtype_and_codebooks(tiny_model, tmp_path):
     path = mimi.save(tiny_model, tmp_path / "t.safetensors")
     model = mimi.load(path, num_codebooks=3, dtype=torch.bfloat16)
     assert model.num_codebooks == 3 and not model.training
-    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in model.parameters())
+    for name, p in model.named_parameters():
+        assert not p.requires_grad
+        # reduced precision everywhere but the quantizer, which stays float32 (bf16 search flips codes)
+        assert p.dtype == (torch.float32 if name.startswith("quantizer.") else torch.bfloat16), name
+    with torch.no_grad():
+        wav = torch.randn(1, 1, 3840, dtype=torch.bfloat16) * 0.1
+        codes = model.encode(wav)
+        audio = model.decode(codes)
+    assert codes.dtype == torch.long and codes.shape == (1, 3, 2)
+    assert audio.dtype == torch.bfloat16 and audio.shape == (1, 1, 3840)
     with pytest.raises(mimi.MimiError, match="num_codebooks"):
         mimi.load(path, num_codebooks=9)
 
