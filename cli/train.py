@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def train(config_path: str, out_dir: str | None, resume_dir: str | None, init_so
         raise MimiError(f"{folder} already holds a run; continue it with --resume {folder} or choose another --out")
     report = run(cfg, folder, resume=resume_dir is not None, init=init_source,
                  progress=not quiet and sys.stderr.isatty())
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     scores = ", ".join(f"{k} {v:.3f}" for k, v in report.last_eval.items() if k in ("pesq", "stoi"))
     click.echo(f"trained to step {report.steps_done} (from {report.resumed_from}) in {report.seconds:.0f} s; "
                f"final weights: {report.final_model}" + (f"; eval: {scores}" if scores else ""))

@@ -166,3 +166,27 @@ def test_shipped_configs_parse():
     for path in sorted((Path(__file__).parents[3] / "configs").glob("*.toml")):
         cfg = load_config(path)
         assert cfg.model.quantizer.n_q >= cfg.eval_codebooks, path
+
+
+def test_ddp_under_torchrun_with_two_cpu_processes(corpus, tmp_path):
+    """Scale-out: 2 gloo processes train together; rank 0 logs, checkpoints and reports once."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('model = "tiny"\nsteps = 3\nbatch_size = 2\ndevice = "cpu"\ncheckpoint_every = 3\nlog_every = 1\n'
+                   f'[data]\ntrain = "{corpus}"\nsegment_seconds = 0.16\n[loss]\nmode = "encodec"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={port}", "-m", "mimi_cli.main", "train", str(cfg),
+                          "--out", str(tmp_path / "run"), "-q"],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("trained to step 3") == 1
+    assert len(read_log(tmp_path / "run" / "train.csv")) == 3
+    assert mimi.load(tmp_path / "run" / "final" / "model.safetensors").config.name == "mimi-tiny"
