@@ -201,6 +201,17 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     ts = TrainingState(0, model, ema, disc, extra, opt_g, opt_d, gen, {})
 
+    # the data is listed (and a bad source refused) before anything is written
+    segment = model.frame_size * max(1, round(cfg.data.segment_seconds * model.frame_rate))
+    dataset = AudioCropDataset(cfg.data.train, segment_samples=segment, sample_rate=model.sample_rate,
+                               gain_db=cfg.data.gain_db, noise_snr_db=cfg.data.noise_snr_db, seed=cfg.seed,
+                               length=(cfg.steps * world + world) * cfg.batch_size)
+    clips = []
+    if cfg.data.eval and rank == 0:
+        from mimi.training.data import EvalClips
+
+        clips = list(EvalClips(cfg.data.eval, max_seconds=cfg.data.eval_max_seconds))[: cfg.data.eval_max_clips]
+
     ckpt_dir = out / "checkpoints"
     resumed_from = 0
     if resume and (found := latest_checkpoint(ckpt_dir)) is not None:
@@ -220,17 +231,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             balancer.load_state_dict(ts.balancer_state)
     mel_loss = MultiScaleMelLoss(sample_rate=model.sample_rate).to(device) if cfg.loss.mode == "encodec" else None
 
-    segment = model.frame_size * max(1, round(cfg.data.segment_seconds * model.frame_rate))
-    dataset = AudioCropDataset(cfg.data.train, segment_samples=segment, sample_rate=model.sample_rate,
-                               gain_db=cfg.data.gain_db, noise_snr_db=cfg.data.noise_snr_db, seed=cfg.seed,
-                               length=(cfg.steps * world + world) * cfg.batch_size)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
                         sampler=_StepSampler(ts.step, cfg.steps, cfg.batch_size, rank, world), drop_last=True)
-    clips = []
-    if cfg.data.eval and rank == 0:
-        from mimi.training.data import EvalClips
-
-        clips = list(EvalClips(cfg.data.eval, max_seconds=cfg.data.eval_max_seconds))[: cfg.data.eval_max_clips]
     log = _Logger(out / "train.csv", LOG_FIELDS, resumed_from) if rank == 0 else None
     eval_log = _Logger(out / "eval.csv", ["step", "pesq", "stoi", "clips", "metric_failures"],
                        resumed_from) if rank == 0 else None

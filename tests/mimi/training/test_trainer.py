@@ -190,3 +190,13 @@ def test_ddp_under_torchrun_with_two_cpu_processes(corpus, tmp_path):
     assert run.stdout.count("trained to step 3") == 1
     assert len(read_log(tmp_path / "run" / "train.csv")) == 3
     assert mimi.load(tmp_path / "run" / "final" / "model.safetensors").config.name == "mimi-tiny"
+
+
+def test_bad_training_data_fails_before_anything_is_written(tmp_path):
+    from mimi.training.trainer import train
+
+    cfg = config_from_dict({"model": "tiny", "steps": 2, "device": "cpu",
+                            "data": {"train": str(tmp_path / "missing")}})
+    with pytest.raises(MimiError, match="no such file or folder"):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
