@@ -5,9 +5,9 @@ Why not `mimi.modules.transformer.MultiheadAttention`: that one is tied to Mimi'
 `TransformerConfig`, has a single fused `in_proj`, always a finite window, always RoPE, and no
 per-step weights. The depformer needs one q/k/v and one output projection per codebook step
 (chosen by the streaming offset), an unbounded window offline, and no positional embedding.
-This module keeps Mimi's conventions and reuses its pieces: `KVCacheState` (the ring cache),
-`window_mask`, the interleaved RoPE of `mimi.modules.rope`, and the same block-wise offline
-attention, so memory stays linear in T for the temporal transformer.
+This module keeps Mimi's conventions and reuses its pieces: the ring KV cache and the
+block-wise sliding-window attention of `mimi.modules.kv_cache` (memory linear in T for the
+temporal transformer), and the interleaved RoPE of `mimi.modules.rope`.
 
 A query at step t sees keys t - context + 1 .. t (all keys <= t when `context` is None).
 Projection rows are (q, k, v), each `num_heads * head_dim`, heads contiguous.
@@ -22,7 +22,7 @@ from torch import nn
 from mimi.errors import MimiError
 from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
 from mimi.modules.streaming import StreamingModule
-from mimi.modules.transformer import KVCacheState, window_mask
+from mimi.modules.kv_cache import KVCacheState, empty_kv_cache, ring_attention_step, sliding_window_attention
 from moshi_lm.per_step import apply_per_step
 
 
@@ -60,14 +60,8 @@ class Attention(StreamingModule[KVCacheState]):
             raise MimiError("a non-causal attention cannot stream")
         if self.cache_capacity is None:
             raise MimiError("streaming needs a finite context (or per-step weights) to size the KV cache")
-        w = self.in_projs[0].weight
-        shape = (batch_size, self.num_heads, self.cache_capacity, self.head_dim)
-        return KVCacheState(
-            keys=torch.zeros(shape, device=w.device, dtype=w.dtype),
-            values=torch.zeros(shape, device=w.device, dtype=w.dtype),
-            positions=torch.full((self.cache_capacity,), -1, device=w.device, dtype=torch.long),
-            offset=0,
-        )
+        return empty_kv_cache(batch_size, self.num_heads, self.cache_capacity, self.head_dim,
+                              self.in_projs[0].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -81,36 +75,11 @@ class Attention(StreamingModule[KVCacheState]):
         if self._state is None:
             out = self._attend_offline(q, k, v)
         else:
-            out = self._attend_streaming(q, k, v, pos, self._state)
+            out = ring_attention_step(q, k, v, pos, self._state, self._window())
         out = out.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
         return apply_per_step(self.out_projs, out, offset)
 
     def _attend_offline(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if not self.causal:
             return F.scaled_dot_product_attention(q, k, v)
-        T, ctx = q.shape[2], self._window()
-        if T <= ctx:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        pos = torch.arange(T, device=q.device)
-        blocks = []
-        for start in range(0, T, ctx):  # queries [start, end) see keys [start - ctx + 1, end)
-            end, k_start = min(start + ctx, T), max(0, start - ctx + 1)
-            mask = window_mask(pos[start:end], pos[k_start:end], ctx)
-            blocks.append(F.scaled_dot_product_attention(
-                q[:, :, start:end], k[:, :, k_start:end], v[:, :, k_start:end], attn_mask=mask))
-        return torch.cat(blocks, dim=2)  # [B, H, T, Dh]
-
-    def _attend_streaming(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                          pos: torch.Tensor, state: KVCacheState) -> torch.Tensor:
-        cap = state.keys.shape[2]
-        keys = torch.cat([state.keys, k], dim=2)  # [B, H, cap + T, Dh]
-        values = torch.cat([state.values, v], dim=2)
-        mask = window_mask(pos, torch.cat([state.positions, pos]), min(self._window(), cap))
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, T, Dh]
-        keep = min(q.shape[2], cap)  # write the newest `cap` steps into the ring
-        slots = pos[-keep:] % cap
-        state.keys.index_copy_(2, slots, k[:, :, -keep:])
-        state.values.index_copy_(2, slots, v[:, :, -keep:])
-        state.positions.index_copy_(0, slots, pos[-keep:])
-        state.offset += q.shape[2]
-        return out
+        return sliding_window_attention(q, k, v, self._window())

@@ -3,14 +3,11 @@
 Pre-norm layers: x + LayerScale(attn(LayerNorm(x))), then x + LayerScale(MLP(LayerNorm(x)))
 with a GELU MLP and no biases in the linears. A query at step t sees keys t - context + 1 .. t.
 
-Offline, attention runs block by block (blocks of `context` queries against at most
-2 * context keys), so memory stays linear in the sequence length. Streaming, each attention
-layer keeps a preallocated ring KV cache of `context` steps.
+Offline, attention runs block by block; streaming, each attention layer keeps a preallocated
+ring KV cache of `context` steps (both in `mimi.modules.kv_cache`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,15 +15,8 @@ from torch import nn
 
 from mimi.config import TransformerConfig
 from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
-from mimi.modules.streaming import StreamingContainer, StreamingModule, StreamingState
-
-
-@dataclass
-class KVCacheState(StreamingState):
-    keys: torch.Tensor  # [B, H, context, Dh] ring buffer
-    values: torch.Tensor  # [B, H, context, Dh]
-    positions: torch.Tensor  # [context] absolute step of each slot, -1 when empty
-    offset: int  # steps seen so far
+from mimi.modules.kv_cache import KVCacheState, empty_kv_cache, ring_attention_step, sliding_window_attention
+from mimi.modules.streaming import StreamingContainer, StreamingModule
 
 
 class LayerScale(nn.Module):
@@ -36,12 +26,6 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale  # [B, T, D]
-
-
-def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, context: int) -> torch.Tensor:
-    """[Tq, Tk] bool: key visible to query (causal, within `context` steps, slot not empty)."""
-    delta = q_pos[:, None] - k_pos[None, :]
-    return (k_pos[None, :] >= 0) & (delta >= 0) & (delta < context)
 
 
 class MultiheadAttention(StreamingModule[KVCacheState]):
@@ -63,14 +47,7 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         return self._rope_freqs
 
     def init_state(self, batch_size: int) -> KVCacheState:
-        w = self.in_proj.weight
-        shape = (batch_size, self.num_heads, self.context, self.head_dim)
-        return KVCacheState(
-            keys=torch.zeros(shape, device=w.device, dtype=w.dtype),
-            values=torch.zeros(shape, device=w.device, dtype=w.dtype),
-            positions=torch.full((self.context,), -1, device=w.device, dtype=torch.long),
-            offset=0,
-        )
+        return empty_kv_cache(batch_size, self.num_heads, self.context, self.head_dim, self.in_proj.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -81,39 +58,11 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         cos, sin = rope_cos_sin(pos, self.rope_freqs(x.device))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self._state is None:
-            out = self._attend_offline(q, k, v)
+            out = sliding_window_attention(q, k, v, self.context)
         else:
-            out = self._attend_streaming(q, k, v, pos, self._state)
+            out = ring_attention_step(q, k, v, pos, self._state, self.context)
         out = out.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
         return self.out_proj(out)
-
-    def _attend_offline(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        T, ctx = q.shape[2], self.context
-        if T <= ctx:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        pos = torch.arange(T, device=q.device)
-        blocks = []
-        for start in range(0, T, ctx):  # queries [start, end) see keys [start - ctx + 1, end)
-            end, k_start = min(start + ctx, T), max(0, start - ctx + 1)
-            mask = window_mask(pos[start:end], pos[k_start:end], ctx)
-            blocks.append(F.scaled_dot_product_attention(
-                q[:, :, start:end], k[:, :, k_start:end], v[:, :, k_start:end], attn_mask=mask))
-        return torch.cat(blocks, dim=2)  # [B, H, T, Dh]
-
-    def _attend_streaming(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                          pos: torch.Tensor, state: KVCacheState) -> torch.Tensor:
-        keys = torch.cat([state.keys, k], dim=2)  # [B, H, ctx + T, Dh]
-        values = torch.cat([state.values, v], dim=2)
-        mask = window_mask(pos, torch.cat([state.positions, pos]), self.context)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        # write the newest `context` steps into the ring
-        keep = min(q.shape[2], self.context)
-        slots = pos[-keep:] % self.context
-        state.keys.index_copy_(2, slots, k[:, :, -keep:])
-        state.values.index_copy_(2, slots, v[:, :, -keep:])
-        state.positions.index_copy_(0, slots, pos[-keep:])
-        state.offset += q.shape[2]
-        return out
 
 
 class Mlp(nn.Module):

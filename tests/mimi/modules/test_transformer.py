@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from mimi.config import TransformerConfig
 from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
-from mimi.modules.transformer import KVCacheState, Transformer
+from mimi.modules.kv_cache import KVCacheState
+from mimi.modules.transformer import Transformer
 
 CFG = TransformerConfig(d_model=32, num_heads=2, num_layers=2, dim_feedforward=64, context=5)
 
