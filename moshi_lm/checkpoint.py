@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mimi.atomic import atomic_output, atomic_write_bytes
+from mimi.checkpoint.loading import read_safetensors
 from mimi.errors import MimiError
 from moshi_lm.config import LMConfig
 from moshi_lm.mlp import gated_hidden_dim
@@ -159,14 +159,6 @@ def ours_to_kyutai(state: dict[str, torch.Tensor], cfg: LMConfig) -> dict[str, t
 
 
 # -- files ---------------------------------------------------------------------------------
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MimiError(f"cannot read {path} as safetensors: {exc}") from None
-
-
 def read_config(folder: Path) -> tuple[LMConfig, str]:
     """(config, weights file name) of a checkpoint directory."""
     path = folder / CONFIG_NAME
@@ -228,7 +220,7 @@ def load(source: str | os.PathLike, *, device: str | torch.device = "cpu",
     weights = folder / weights_name
     if not weights.is_file():
         raise MimiError(f"{folder} holds no {weights_name}")
-    state = kyutai_to_ours(_read_safetensors(weights), cfg, source=str(weights))
+    state = kyutai_to_ours(read_safetensors(weights)[0], cfg, source=str(weights))
     with torch.device("meta"):
         model = build_lm(cfg, init=False)
     state = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in state.items()}

@@ -51,7 +51,8 @@ class Checkpoint:
     path: Path
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; unreadable or corrupt files raise MimiError."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -75,14 +76,14 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if not isinstance(cfg_dict, dict):
             raise MimiError(f"invalid {config_file}: not a JSON object")
         cfg = config_from_json_dict(cfg_dict)
-        state, _ = _read_safetensors(weights)
+        state, _ = read_safetensors(weights)
         if not is_transformers_layout(set(state)):
             raise MimiError(f"{weights} is not in the transformers Mimi layout")
         renamed = from_transformers(state, cfg)
         return Checkpoint(cfg, renamed.state, "transformers", renamed.unknown, path)
     if not path.is_file():
         raise MimiError(f"no such checkpoint: {path}")
-    state, metadata = _read_safetensors(path)
+    state, metadata = read_safetensors(path)
     keys = set(state)
     if is_transformers_layout(keys):
         raise MimiError(f"{path} is a transformers-layout weights file; pass its directory "

@@ -21,23 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from mimi.checkpoint import save_state
 from mimi.checkpoint.kyutai import KYUTAI_KEYS
+from mimi.checkpoint.loading import read_safetensors
 from mimi.config import MimiConfig
 from mimi.errors import MimiError
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
-
-
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -118,7 +113,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _ours_from_kyutai(path: Path) -> dict[str, torch.Tensor]:
-    tensors, _ = _load_tensors(path)
+    tensors, _ = read_safetensors(path)
     renamed = KYUTAI_KEYS.state_to_ours(tensors)
     if renamed.unknown:
         raise MimiError(f"{path}: unexpected keys {renamed.unknown[:3]}")
@@ -131,10 +126,10 @@ def load_checkpoint(path: Path, ts: TrainingState) -> None:
         state = json.loads((path / "state.json").read_text())
         ts.model.load_state_dict(_ours_from_kyutai(path / "model.safetensors"), strict=True)
         ts.ema.update(_ours_from_kyutai(path / "ema.safetensors"))
-        ts.discriminator.load_state_dict(_load_tensors(path / "discriminator.safetensors")[0])
-        ts.extra.load_state_dict(_load_tensors(path / "extra.safetensors")[0])
+        ts.discriminator.load_state_dict(read_safetensors(path / "discriminator.safetensors")[0])
+        ts.extra.load_state_dict(read_safetensors(path / "extra.safetensors")[0])
         for name, opt in (("optimizer_g", ts.opt_g), ("optimizer_d", ts.opt_d)):
-            optimizer_from_tensors(opt, *_load_tensors(path / f"{name}.safetensors"))
+            optimizer_from_tensors(opt, *read_safetensors(path / f"{name}.safetensors"))
     except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
         raise MimiError(f"cannot resume from {path}: {exc}") from None
     ts.step = int(state["step"])

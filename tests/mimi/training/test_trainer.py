@@ -200,3 +200,12 @@ def test_bad_training_data_fails_before_anything_is_written(tmp_path):
     with pytest.raises(MimiError, match="no such file or folder"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(corpus, tmp_path):
+    from mimi.training.trainer import train
+
+    train(tiny_config(corpus, steps=3), tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "step_0000003" / "discriminator.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(MimiError, match="cannot read .*discriminator.safetensors"):
+        train(tiny_config(corpus, steps=6), tmp_path / "run", resume=True)
