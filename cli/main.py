@@ -59,10 +59,12 @@ def encode(input_path: str, output_path: str, model_source: str | None, codebook
 @reports_errors
 def decode(input_path: str, output_path: str, model_source: str | None, device: str, quiet: bool) -> None:
     """Restore INPUT.mimi to audio file OUTPUT (.wav, .flac, ...) at its original rate and length."""
-    from mimi.compress import decode_file, load_decoder_for
+    from mimi.compress import decode_codes, load_decoder_for
+    from mimi.format import read_mimi
 
-    loaded = load_decoder_for(input_path, model_source, device=device)
-    report = decode_file(input_path, output_path, loaded, progress=progress_enabled(quiet))
+    mf = read_mimi(input_path)  # read and verified once, before trusting the model it names
+    loaded = load_decoder_for(mf.header, model_source, device=device)
+    report = decode_codes(mf, output_path, loaded, progress=progress_enabled(quiet))
     click.echo(f"wrote {output_path}: {summary(report.header, report.seconds)}")
 
 

@@ -25,7 +25,7 @@ import mimi
 from mimi.audio import AudioWriter, StreamingResampler, audio_info, iter_audio_blocks, resampled_length
 from mimi.defaults import LoadedModel
 from mimi.errors import MimiError, MimiFormatError
-from mimi.format import MimiHeader, bitrate_bps, read_mimi, write_mimi
+from mimi.format import MimiFile, MimiHeader, bitrate_bps, read_mimi, write_mimi
 
 CHUNK_FRAMES = 25  # 2 s of audio per model call: activations stay small
 
@@ -130,22 +130,27 @@ def check_model_matches(header: MimiHeader, loaded: LoadedModel) -> None:
                               f"{header.num_frames} at {header.frame_rate:g} Hz")
 
 
-def load_decoder_for(path: str | os.PathLike, source: str | None, device: str = "cpu") -> LoadedModel:
-    """The model to decode `path` with: `source` if given, else the one named in its header."""
+def load_decoder_for(header: MimiHeader, source: str | None, device: str = "cpu") -> LoadedModel:
+    """The model to decode a file with: `source` if given, else the one its header names (pass
+    the header of a file read with `read_mimi`, i.e. checksum-verified, before trusting it)."""
     from mimi.defaults import resolve_model
 
-    header = read_mimi(path).header  # fully verified (checksum) before trusting its model id
     return resolve_model(source if source is not None else header.model_id,
                          num_codebooks=header.num_codebooks, device=device)
 
 
-@torch.inference_mode()
 def decode_file(input_path: str | os.PathLike, output_path: str | os.PathLike, loaded: LoadedModel, *,
                 progress: bool = False) -> CodecReport:
     """Decode a `.mimi` file to audio at its original rate, channels and exact length."""
+    return decode_codes(read_mimi(input_path), output_path, loaded, progress=progress)
+
+
+@torch.inference_mode()
+def decode_codes(mf: MimiFile, output_path: str | os.PathLike, loaded: LoadedModel, *,
+                 progress: bool = False) -> CodecReport:
+    """Decode the contents of a `.mimi` file already read (and verified) with `read_mimi`."""
     start = time.perf_counter()
-    input_path, output_path = Path(input_path), Path(output_path)
-    mf = read_mimi(input_path)
+    output_path = Path(output_path)
     header = mf.header
     check_model_matches(header, loaded)
     model = loaded.model

@@ -190,7 +190,7 @@ def test_fewer_codebooks(audio, model_path, loaded, tmp_path, k):
     full = encode_file(audio["mono24"], tmp_path / "full.mimi", loaded)
     np.testing.assert_array_equal(read_mimi(tmp_path / "k.mimi").codes, read_mimi(full.output).codes[:, :k])
     assert mimi_file_info(tmp_path / "k.mimi").bitrate_bps == k * 6 * 12.5
-    dec = load_decoder_for(tmp_path / "k.mimi", None)
+    dec = load_decoder_for(read_mimi(tmp_path / "k.mimi").header, None)
     assert dec.model.num_codebooks == k
     decode_file(tmp_path / "k.mimi", tmp_path / "k.wav", dec)
     assert sf.info(str(tmp_path / "k.wav")).frames == 14000
@@ -224,10 +224,10 @@ def test_check_model_matches(loaded):
 def test_load_decoder_for_uses_the_header_or_the_given_source(audio, model_path, loaded, tmp_path):
     three = resolve_model(str(model_path), num_codebooks=3)
     encode_file(audio["mono16"], tmp_path / "a.mimi", three)
-    dec = load_decoder_for(tmp_path / "a.mimi", None)
+    dec = load_decoder_for(read_mimi(tmp_path / "a.mimi").header, None)
     assert dec.model_id == str(model_path.resolve()) and dec.fingerprint == loaded.fingerprint
     assert dec.model.num_codebooks == 3
-    dec = load_decoder_for(str(tmp_path / "a.mimi"), str(model_path))
+    dec = load_decoder_for(read_mimi(str(tmp_path / "a.mimi")).header, str(model_path))
     assert dec.model.num_codebooks == 3 and dec.fingerprint == loaded.fingerprint
 
 
