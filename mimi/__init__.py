@@ -22,13 +22,18 @@ from mimi.modules.streaming import StreamingSnapshot
 __version__ = "0.1.0"
 
 
-def load(source: str | os.PathLike, *, num_codebooks: int = 8, device: str | torch.device = "cpu",
+def load(source: str | os.PathLike | None = None, *, num_codebooks: int = 8, device: str | torch.device = "cpu",
          dtype: torch.dtype = torch.float32) -> MimiModel:
     """Load a Mimi model in eval mode from a local checkpoint or a hub id.
 
     `source`: a Kyutai-layout `.safetensors` file, a transformers-layout folder
-    (`config.json` + `model.safetensors`), or a hub id such as `kyutai/mimi`.
+    (`config.json` + `model.safetensors`), a hub id such as `kyutai/mimi`, or None for the
+    default model bundled with the package (`mimi/assets/MODEL_CARD.md`).
     """
+    if source is None:
+        from mimi.defaults import default_model_path
+
+        source = default_model_path()
     ckpt = read_checkpoint(resolve_source(source))
     if not 1 <= num_codebooks <= ckpt.config.quantizer.n_q:
         raise MimiError(f"num_codebooks must be in [1, {ckpt.config.quantizer.n_q}] for this model, "

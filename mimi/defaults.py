@@ -1,7 +1,8 @@
 """Which model a command uses: the one asked for, or the bundled default.
 
-`resolve_model(None)` uses the default model shipped inside the package (`mimi/assets/`), once
-one is bundled; until then it raises a `MimiError` that says to pass `--model`.
+`resolve_model(None)` uses the default model shipped inside the package
+(`mimi/assets/mimi-default.safetensors`, described by `mimi/assets/MODEL_CARD.md`); an
+installation without it raises a `MimiError` that says to pass `--model`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mimi.model import MimiModel
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL_FILE = ASSETS / "mimi-default.safetensors"
+DEFAULT_DISCRIMINATOR_FILE = ASSETS / "mimi-default-discriminator.safetensors"
 DEFAULT_MODEL_ID = "bundled:mimi-default"
 
 
@@ -32,6 +34,13 @@ def default_model_path() -> Path:
         raise MimiError("no default model is bundled with this installation; pass --model "
                         "(a hub id such as kyutai/mimi, a Kyutai .safetensors file or a transformers folder)")
     return DEFAULT_MODEL_FILE
+
+
+def default_discriminator_path() -> Path:
+    """The discriminator trained with the bundled model (for fine-tuning it: `mimi train --init default`)."""
+    if not DEFAULT_DISCRIMINATOR_FILE.is_file():
+        raise MimiError(f"the bundled discriminator is missing ({DEFAULT_DISCRIMINATOR_FILE}); reinstall the package")
+    return DEFAULT_DISCRIMINATOR_FILE
 
 
 def resolve_model(source: str | None, *, num_codebooks: int | None = None,

@@ -125,7 +125,11 @@ def load_checkpoint(path: Path, ts: TrainingState) -> None:
     try:
         state = json.loads((path / "state.json").read_text())
         ts.model.load_state_dict(_ours_from_kyutai(path / "model.safetensors"), strict=True)
-        ts.ema.update(_ours_from_kyutai(path / "ema.safetensors"))
+        ema = _ours_from_kyutai(path / "ema.safetensors")
+        if set(ema) != set(ts.ema):
+            raise KeyError(f"ema.safetensors keys differ from the model's: {sorted(set(ema) ^ set(ts.ema))[:4]}")
+        for k, v in ema.items():  # in place: the EMA stays on the training device
+            ts.ema[k].copy_(v)
         ts.discriminator.load_state_dict(read_safetensors(path / "discriminator.safetensors")[0])
         ts.extra.load_state_dict(read_safetensors(path / "extra.safetensors")[0])
         for name, opt in (("optimizer_g", ts.opt_g), ("optimizer_d", ts.opt_d)):

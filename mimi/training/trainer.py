@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mimi.checkpoint import save_state
-from mimi.checkpoint.loading import read_checkpoint, resolve_source
+from mimi.checkpoint.loading import read_checkpoint, read_safetensors, resolve_source
 from mimi.errors import MimiError
 from mimi.model import MimiModel, build_mimi
 from mimi.quantization.training import split_rvq_train_forward
@@ -104,6 +104,16 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
             p.grad /= world
 
 
+def _out_of_time(start: float, limit: float | None, world: int, device: torch.device) -> bool:
+    """Whether the time limit has passed; under DDP, rank 0's clock decides for every rank."""
+    if limit is None:
+        return False
+    over = torch.tensor([float(time.perf_counter() - start >= limit)], device=device)
+    if world > 1:
+        dist.broadcast(over, src=0)
+    return bool(over[0])
+
+
 def _param_groups(model: MimiModel, extra: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the transformers' weight matrices only (DESIGN.md §3)."""
     decay, no_decay = [], []
@@ -114,10 +124,33 @@ def _param_groups(model: MimiModel, extra: torch.nn.Module, weight_decay: float)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _build_model(cfg: TrainConfig, init: str | None) -> MimiModel:
+INIT_DEFAULT = "default"
+"""`--init default`: the bundled model, with its discriminator."""
+
+
+def _init_sources(init: str | None, init_discriminator: str | None) -> tuple[Path | None, Path | None]:
+    """(codec weights, discriminator weights) to start from; `default` names the bundled pair."""
+    if init == INIT_DEFAULT:
+        from mimi.defaults import default_discriminator_path, default_model_path
+
+        return default_model_path(), Path(init_discriminator) if init_discriminator else default_discriminator_path()
+    return (resolve_source(init) if init is not None else None,
+            Path(init_discriminator) if init_discriminator else None)
+
+
+def _load_discriminator(disc: MultiScaleSTFTDiscriminator, path: Path) -> None:
+    state = read_safetensors(path)[0]
+    try:
+        disc.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise MimiError(f"{path}: not weights of this discriminator ({first})") from None
+
+
+def _build_model(cfg: TrainConfig, init: Path | None) -> MimiModel:
     if init is None:
         return build_mimi(cfg.model, num_codebooks=min(8, cfg.model.quantizer.n_q))
-    ckpt = read_checkpoint(resolve_source(init))
+    ckpt = read_checkpoint(init)
     model = build_mimi(ckpt.config, num_codebooks=min(8, ckpt.config.quantizer.n_q))
     model.load_state_dict(ckpt.state, strict=True)
     return model
@@ -181,17 +214,35 @@ def evaluate(model: MimiModel, ema: dict[str, torch.Tensor], clips: list, num_co
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False, init: str | None = None,
-          progress: bool = False) -> TrainReport:
+          init_discriminator: str | None = None, progress: bool = False,
+          time_limit_s: float | None = None) -> TrainReport:
+    """Train (or resume) the run in `out_dir`.
+
+    `init`: codec weights to start a new run from (a file, folder or hub id, or `default` for the
+    bundled model and its discriminator); `init_discriminator`: discriminator weights (a
+    `discriminator.safetensors` of a run's `final/`); otherwise the discriminator starts fresh.
+
+    `time_limit_s`: stop at the first step boundary after this many seconds (a checkpoint, an
+    evaluation and `final/` are written as at the last step); `resume=True` continues exactly.
+    """
     start_time = time.perf_counter()
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise MimiError(f"the time limit must be positive, got {time_limit_s} s")
     out = Path(out_dir)
     device = _device(cfg)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop shapes: let cuDNN pick its fastest kernels
     rank, world = _init_distributed(device)
     torch.manual_seed(cfg.seed)
 
-    model = _build_model(cfg, init).to(device).train()
+    init_model, init_disc = _init_sources(init, init_discriminator)
+    model = _build_model(cfg, init_model).to(device).train()
     if cfg.num_codebooks > model.config.quantizer.n_q:
         raise MimiError(f"the model has {model.config.quantizer.n_q} codebooks, config asks {cfg.num_codebooks}")
-    disc = MultiScaleSTFTDiscriminator().to(device).train()
+    disc = MultiScaleSTFTDiscriminator()
+    if init_disc is not None:
+        _load_discriminator(disc, init_disc)
+    disc = disc.to(device).train()
     teacher, extra = _distillation(cfg, model, device)
     extra = extra.to(device)
     opt_g = torch.optim.AdamW(_param_groups(model, extra, cfg.optim.weight_decay), lr=cfg.optim.lr,
@@ -313,19 +364,22 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         bar.update(1)
         if not all(math.isfinite(v) for v in row.values()):
             raise MimiError(f"training diverged at step {ts.step} (non-finite loss): {row}")
+        last = ts.step == cfg.steps or _out_of_time(start_time, time_limit_s, world, device)
 
         if rank == 0:
             row["seconds"] = time.perf_counter() - step_start
-            if ts.step % cfg.log_every == 0 or ts.step == cfg.steps:
+            if ts.step % cfg.log_every == 0 or last:
                 log.write(row)
-            if clips and (ts.step % cfg.eval_every == 0 or ts.step == cfg.steps):
+            if clips and (ts.step % cfg.eval_every == 0 or last):
                 last_eval = evaluate(model, ema, clips, cfg.eval_codebooks)
                 eval_log.write({"step": ts.step, **last_eval})
-            if ts.step % cfg.checkpoint_every == 0 or ts.step == cfg.steps:
+            if ts.step % cfg.checkpoint_every == 0 or last:
                 ts.balancer_state = balancer.state_dict() if balancer is not None else {}
                 save_checkpoint(ckpt_dir, ts, model.config)
         if world > 1:
             dist.barrier()
+        if last:
+            break
     bar.close()
 
     final = out / "final" / "model.safetensors"

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import mimi
-from mimi.defaults import DEFAULT_MODEL_FILE, resolve_model
+from mimi.defaults import resolve_model
 from mimi.tokens import extract_tokens
 from mimi.tokens.store import read_jsonl
 from mimi_cli.main import main
@@ -108,9 +108,9 @@ def test_cli_run_rerun_and_options(model_file, tiny_model, tmp_path):
     (["--model", "MODEL", "--batch-size", "0"], "--batch-size"),
     (["--model", "MODEL", "--device", "nonsense"], "--device"),
 ])
-def test_cli_errors_are_one_line(model_file, tmp_path, extra, message):
-    if not extra and DEFAULT_MODEL_FILE.is_file():
-        pytest.skip("a default model is bundled")
+def test_cli_errors_are_one_line(model_file, tmp_path, monkeypatch, extra, message):
+    if not extra:  # an installation without the bundled model
+        monkeypatch.setattr("mimi.defaults.DEFAULT_MODEL_FILE", tmp_path / "not-bundled.safetensors")
     write_corpus(tmp_path / "in", [("a.wav", 16000, 1, 0.2)])
     extra = [str(model_file) if a == "MODEL" else a for a in extra]
     result = CliRunner().invoke(main, ["tokens", str(tmp_path / "in"), str(tmp_path / "out"), *extra])

@@ -162,6 +162,61 @@ def test_init_from_released_layout_weights(corpus, tmp_path, tiny_model):
     assert report.steps_done == 1
 
 
+def test_time_limit_stops_at_a_step_boundary_and_resume_is_exact(corpus, tmp_path):
+    """`time_limit_s` stops after the first step past the limit with a checkpoint and final/
+    written; resuming to the configured steps gives the uninterrupted run's weights."""
+    from mimi.training.trainer import train
+
+    cfg = tiny_config(corpus, steps=4)
+    train(cfg, tmp_path / "straight")
+    stopped = train(cfg, tmp_path / "timed", time_limit_s=1e-9)
+    assert stopped.steps_done == 1 and stopped.final_model.is_file()
+    assert (tmp_path / "timed" / "checkpoints" / "latest").read_text().strip() == "step_0000001"
+    report = train(cfg, tmp_path / "timed", resume=True)
+    assert report.resumed_from == 1 and report.steps_done == 4
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "timed" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(MimiError, match="time limit must be positive"):
+        train(cfg, tmp_path / "never", time_limit_s=0)
+
+
+def test_init_discriminator_starts_from_given_weights(corpus, tmp_path):
+    from mimi.training.discriminator import MultiScaleSTFTDiscriminator
+    from mimi.training.trainer import _load_discriminator, train
+
+    first = train(tiny_config(corpus, steps=2), tmp_path / "a")
+    disc_file = first.final_model.parent / "discriminator.safetensors"
+    fresh = MultiScaleSTFTDiscriminator()
+    _load_discriminator(fresh, disc_file)
+    saved = load_file(disc_file)
+    assert all(torch.equal(v, saved[k]) for k, v in fresh.state_dict().items())
+    report = train(tiny_config(corpus, steps=1, loss={"disc_start_step": 10}), tmp_path / "b",
+                   init=str(first.final_model), init_discriminator=str(disc_file))
+    kept = load_file(report.final_model.parent / "discriminator.safetensors")  # not trained: disc starts at 10
+    assert all(torch.equal(kept[k], saved[k]) for k in saved)
+    with pytest.raises(MimiError, match="not weights of this discriminator"):
+        _load_discriminator(MultiScaleSTFTDiscriminator(), first.final_model)
+
+
+def test_init_default_is_the_bundled_model_and_its_discriminator():
+    from mimi.defaults import DEFAULT_DISCRIMINATOR_FILE, DEFAULT_MODEL_FILE
+    from mimi.training.discriminator import MultiScaleSTFTDiscriminator
+    from mimi.training.trainer import INIT_DEFAULT, _init_sources, _load_discriminator
+
+    model_path, disc_path = _init_sources(INIT_DEFAULT, None)
+    assert (model_path, disc_path) == (DEFAULT_MODEL_FILE, DEFAULT_DISCRIMINATOR_FILE)
+    _load_discriminator(MultiScaleSTFTDiscriminator(), disc_path)  # the shipped pair fits our modules
+    assert mimi.load().config.name == "mimi-small"
+
+
+def test_cli_resume_refuses_init(corpus, tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'model = "tiny"\nsteps = 1\n[data]\ntrain = "{corpus}"\n')
+    result = CliRunner().invoke(main, ["train", str(cfg), "--resume", str(tmp_path / "r"), "--init", "x"])
+    assert result.exit_code == 1 and "--init" in result.output and "Traceback" not in result.output
+
+
 def test_shipped_configs_parse():
     for path in sorted((Path(__file__).parents[3] / "configs").glob("*.toml")):
         cfg = load_config(path)
