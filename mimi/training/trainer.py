@@ -289,6 +289,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                        resumed_from) if rank == 0 else None
 
     g_params = list(model.parameters()) + list(extra.parameters())
+    # optim.lr = 0 freezes the generator (a discriminator warm-up): its forward runs without a
+    # graph and it is never back-propagated; the EMA codebooks still follow the data.
+    frozen_g = cfg.optim.lr == 0.0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     all_reduce = (lambda t: (dist.all_reduce(t), t)[1]) if world > 1 else None
     last_eval: dict[str, float] = {}
@@ -299,7 +302,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
         lr = cfg.optim.lr * min(1.0, (ts.step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else cfg.optim.lr
         for g in opt_g.param_groups:
             g["lr"] = lr
-        with autocast:
+        with autocast, torch.set_grad_enabled(not frozen_g):
             latent = model.encode_to_latent(wav)  # [B, D, F]
             q = split_rvq_train_forward(
                 model.quantizer, latent, n_q=cfg.num_codebooks, q_dropout=cfg.quantizer.q_dropout,
@@ -324,35 +327,38 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             row["loss_d"] = float(loss_d.detach())
 
         # -- generator ----------------------------------------------------------------
-        losses: dict[str, torch.Tensor] = {}
-        with autocast:
-            if adversarial:
-                fake = disc(y)
-                with torch.no_grad():
-                    real = disc(wav)
-                losses["adversarial"] = hinge_generator_loss([f.logits for f in fake])
-                losses["feature"] = feature_matching_loss([r.features for r in real], [f.features for f in fake])
-            if mel_loss is not None:
-                losses["mel"] = mel_loss(y.float(), wav)
-                losses["l1"] = waveform_l1(y.float(), wav)
-            direct = cfg.loss.commitment * q.commitment_loss
+        if frozen_g:  # discriminator warm-up: nothing to learn on the generator side
             row["commitment"] = float(q.commitment_loss.detach())
-            if teacher is not None:
-                distill = extra.loss(q.semantic, teacher(wav))
-                direct = direct + cfg.distill.weight * distill
-                row["distill"] = float(distill.detach())
-        opt_g.zero_grad(set_to_none=True)
-        if balancer is not None and losses:
-            direct.backward(retain_graph=True)
-            balancer.backward(losses, y)
         else:
-            weights = {"adversarial": cfg.loss.adversarial, "feature": cfg.loss.feature,
-                       "mel": cfg.loss.mel, "l1": cfg.loss.l1}
-            (direct + sum(weights[k] * v for k, v in losses.items())).backward()
-        row.update({k: float(v.detach()) for k, v in losses.items()})
-        _average_gradients(g_params, world)
-        row["grad_norm_g"] = float(torch.nn.utils.clip_grad_norm_(g_params, cfg.optim.grad_clip))
-        opt_g.step()
+            losses: dict[str, torch.Tensor] = {}
+            with autocast:
+                if adversarial:
+                    fake = disc(y)
+                    with torch.no_grad():
+                        real = disc(wav)
+                    losses["adversarial"] = hinge_generator_loss([f.logits for f in fake])
+                    losses["feature"] = feature_matching_loss([r.features for r in real], [f.features for f in fake])
+                if mel_loss is not None:
+                    losses["mel"] = mel_loss(y.float(), wav)
+                    losses["l1"] = waveform_l1(y.float(), wav)
+                direct = cfg.loss.commitment * q.commitment_loss
+                row["commitment"] = float(q.commitment_loss.detach())
+                if teacher is not None:
+                    distill = extra.loss(q.semantic, teacher(wav))
+                    direct = direct + cfg.distill.weight * distill
+                    row["distill"] = float(distill.detach())
+            opt_g.zero_grad(set_to_none=True)
+            if balancer is not None and losses:
+                direct.backward(retain_graph=True)
+                balancer.backward(losses, y)
+            else:
+                weights = {"adversarial": cfg.loss.adversarial, "feature": cfg.loss.feature,
+                           "mel": cfg.loss.mel, "l1": cfg.loss.l1}
+                (direct + sum(weights[k] * v for k, v in losses.items())).backward()
+            row.update({k: float(v.detach()) for k, v in losses.items()})
+            _average_gradients(g_params, world)
+            row["grad_norm_g"] = float(torch.nn.utils.clip_grad_norm_(g_params, cfg.optim.grad_clip))
+            opt_g.step()
         with torch.no_grad():  # weight EMA of the generator; codebook statistics are copied
             params = dict(model.named_parameters())
             for k, v in model.state_dict().items():

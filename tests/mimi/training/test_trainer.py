@@ -199,6 +199,28 @@ def test_init_discriminator_starts_from_given_weights(corpus, tmp_path):
         _load_discriminator(MultiScaleSTFTDiscriminator(), first.final_model)
 
 
+def test_zero_lr_trains_only_the_discriminator(corpus, tmp_path, tiny_model):
+    """optim.lr = 0: a discriminator warm-up against a frozen generator (its weights do not move;
+    the EMA codebooks still follow the data)."""
+    from mimi.training.trainer import train
+
+    src = mimi.save(tiny_model, tmp_path / "init.safetensors")
+    report = train(tiny_config(corpus, steps=3, optim={"lr": 0.0}), tmp_path / "warm", init=str(src))
+    before = load_file(src)
+    after = load_file(tmp_path / "warm" / "checkpoints" / "step_0000003" / "model.safetensors")
+    weights = [k for k in before if "_codebook" not in k]
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)
+    ema = load_file(report.final_model)  # the weight EMA of unchanged weights: equal up to rounding
+    assert all(torch.allclose(before[k], ema[k], atol=1e-6) for k in weights)
+    rows = read_log(tmp_path / "warm" / "train.csv")
+    assert all(r["loss_d"] and not r["grad_norm_g"] for r in rows)  # the discriminator stepped, the generator not
+    fresh = train(tiny_config(corpus, steps=1, optim={"lr": 0.0}, loss={"disc_start_step": 5}), tmp_path / "f",
+                  init=str(src))
+    trained = load_file(report.final_model.parent / "discriminator.safetensors")
+    untouched = load_file(fresh.final_model.parent / "discriminator.safetensors")
+    assert any(not torch.equal(trained[k], untouched[k]) for k in trained)
+
+
 def test_init_default_is_the_bundled_model_and_its_discriminator():
     from mimi.defaults import DEFAULT_DISCRIMINATOR_FILE, DEFAULT_MODEL_FILE
     from mimi.training.discriminator import MultiScaleSTFTDiscriminator
