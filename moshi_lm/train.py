@@ -35,7 +35,6 @@ Config (TOML, every key optional except the three data paths; CLI options overri
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -54,7 +53,8 @@ from safetensors.torch import save_file
 from mimi.atomic import atomic_write_bytes
 from mimi.checkpoint.loading import read_safetensors
 from mimi.errors import MimiError
-from mimi.training.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from mimi.training.checkpoint import latest_checkpoint, optimizer_from_tensors, optimizer_to_tensors
+from mimi.training.csv_log import CsvLog
 from moshi_lm.checkpoint import save as save_lm
 from moshi_lm.config import LMConfig
 from moshi_lm.data import (DialogueExample, UnigramModel, WindowSampler, fit_unigram, fixed_windows, load_examples,
@@ -196,26 +196,6 @@ class TrainReport:
     best_eval_loss: float | None = None
 
 
-class _CsvLog:
-    """A CSV log; a resumed run drops rows past its checkpoint, then appends."""
-
-    def __init__(self, path: Path, fields: list[str], resume_step: int):
-        self.path, self.fields = path, fields
-        rows = []
-        if resume_step and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
 TRAIN_FIELDS = ["step", "seconds", "lr", "loss", "text_loss", "audio_loss", "unigram", "unigram_text",
                 "unigram_audio", "grad_norm"]
 EVAL_FIELDS = ["step", "loss", "text_loss", "audio_loss", "unigram", "unigram_text", "unigram_audio", "windows"]
@@ -292,14 +272,6 @@ def _save_checkpoint(folder: Path, step: int, model: LMModel, opt: torch.optim.O
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    pointer = folder / "latest"
-    if not pointer.is_file():
-        return None
-    path = folder / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
 
 
 def _load_checkpoint(path: Path, model: LMModel, opt: torch.optim.Optimizer, sampler_gen: torch.Generator) -> int:
@@ -380,8 +352,8 @@ def train_on_examples(cfg: LMTrainConfig, examples: Sequence[DialogueExample], o
     unigram = fit_unigram(train_set, text_card, card, lm_cfg.dep_q)
     sampler = WindowSampler(train_set, cfg.window, cfg.batch_size, sampler_gen)
     eval_windows = fixed_windows(eval_set, cfg.window, cfg.eval_max_windows)
-    log = _CsvLog(out / "train.csv", TRAIN_FIELDS, resumed_from)
-    eval_log = _CsvLog(out / "eval.csv", EVAL_FIELDS, resumed_from)
+    log = CsvLog(out / "train.csv", TRAIN_FIELDS, resumed_from)
+    eval_log = CsvLog(out / "eval.csv", EVAL_FIELDS, resumed_from)
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     if eval_windows and step == 0:

@@ -16,7 +16,6 @@ layout with our config, plus the discriminator).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -37,6 +36,7 @@ from mimi.quantization.training import split_rvq_train_forward
 from mimi.training.balancer import Balancer
 from mimi.training.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
 from mimi.training.config import TrainConfig, save_resolved
+from mimi.training.csv_log import CsvLog
 from mimi.training.data import AudioCropDataset
 from mimi.training.discriminator import MultiScaleSTFTDiscriminator
 from mimi.training.losses import (
@@ -166,26 +166,6 @@ def _distillation(cfg: TrainConfig, model: MimiModel, device: torch.device):
     return teacher, SemanticDistillation(model.config.seanet.dimension, cfg.distill.teacher_dim)
 
 
-class _Logger:
-    """CSV logs (rank 0); a resumed run drops rows past its checkpoint, then appends."""
-
-    def __init__(self, path: Path, fields: list[str], resume_step: int):
-        self.path, self.fields = path, fields
-        rows = []
-        if resume_step and path.is_file():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def write(self, row: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
-            f.flush()
-
-
 @torch.no_grad()
 def evaluate(model: MimiModel, ema: dict[str, torch.Tensor], clips: list, num_codebooks: int) -> dict[str, float]:
     """PESQ-WB and STOI of the EMA weights on held-out clips (failed metrics are counted, not faked)."""
@@ -284,8 +264,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
 
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.data.num_workers,
                         sampler=_StepSampler(ts.step, cfg.steps, cfg.batch_size, rank, world), drop_last=True)
-    log = _Logger(out / "train.csv", LOG_FIELDS, resumed_from) if rank == 0 else None
-    eval_log = _Logger(out / "eval.csv", ["step", "pesq", "stoi", "clips", "metric_failures"],
+    log = CsvLog(out / "train.csv", LOG_FIELDS, resumed_from) if rank == 0 else None
+    eval_log = CsvLog(out / "eval.csv", ["step", "pesq", "stoi", "clips", "metric_failures"],
                        resumed_from) if rank == 0 else None
 
     g_params = list(model.parameters()) + list(extra.parameters())
