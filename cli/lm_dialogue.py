@@ -64,7 +64,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "[default: the bundled model]."),
         click.option("--tokenizer", "tokenizer_path", default=None, metavar="FILE",
                      help="SentencePiece model to show text pieces [default: the LM folder's "
-                          "tokenizer_name, if present; else token ids]."),
+                          "tokenizer_name or tokenizer.model, if present; else token ids]."),
         click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."),
         click.option("--dtype", "dtype_name", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="Weights dtype (Mimi's quantizer stays float32)."),
@@ -112,7 +112,9 @@ def _load_tokenizer(path: str | None, lm_source: str) -> Any:
         except (OSError, ValueError):
             raw = {}
         name = raw.get("tokenizer_name") if isinstance(raw, dict) else None
-        if not isinstance(name, str) or not (folder / name).is_file():
+        if not isinstance(name, str):
+            name = "tokenizer.model"  # what `moshi-lm train` exports beside its weights
+        if not (folder / name).is_file():
             return None
         path = str(folder / name)
     if not Path(path).is_file():
