@@ -48,16 +48,16 @@ import torch
 from mimi.atomic import atomic_write_bytes
 from mimi.audio import resample, write_audio
 from mimi.errors import MimiError
-from mimi.training.corpus import (  # the Mimi corpus' voice handling and text generator, reused
-    _FLITE_VOICE_INFO,
+from mimi.training.corpus import (  # the Mimi corpus' synthesis building blocks and text generator
+    FLITE_VOICE_INFO,
     ENGLISH_ESPEAK_VOICES,
     TRAIN_FLITE_VOICES,
     ReservedVoiceError,
-    _espeak_inventory,
-    _flite_voices,
-    _Spec,
-    _synth_raw,
-    _trim_silence,
+    espeak_inventory,
+    flite_voices,
+    SynthSpec,
+    synthesize_raw,
+    trim_silence,
     check_training_voice,
     generate_sentence,
 )
@@ -211,8 +211,8 @@ class DialogueReport:
 # -- voices and scripts -------------------------------------------------------------------------
 def voice_inventory() -> dict[str, list[str]]:
     """The training voices installed: espeak-ng English accents and variants, flite kal/awb/rms."""
-    languages, variants = _espeak_inventory()
-    flite = [v for v in _flite_voices() if v in TRAIN_FLITE_VOICES]
+    languages, variants = espeak_inventory()
+    flite = [v for v in flite_voices() if v in TRAIN_FLITE_VOICES]
     for v in flite:
         check_training_voice("flite", v)
     return {"espeak_languages": [v for v in languages if v in ENGLISH_ESPEAK_VOICES],
@@ -227,7 +227,7 @@ def _rng(seed: int, index: int, what: str) -> random.Random:
 def _pick_voice(rng: random.Random, inventory: dict[str, list[str]], config: DialogueConfig) -> Voice:
     if inventory["flite_voices"] and (not inventory["espeak_languages"] or rng.random() < 0.35):
         voice = rng.choice(inventory["flite_voices"])
-        pitch = rng.randint(35, 65) if _FLITE_VOICE_INFO[voice][2] is not None else None
+        pitch = rng.randint(35, 65) if FLITE_VOICE_INFO[voice][2] is not None else None
         return Voice("flite", voice, None, rng.randint(*config.espeak_rate), pitch, None)
     if not inventory["espeak_languages"]:
         raise MimiError("no training voice installed: apt-get install espeak-ng flite")
@@ -279,13 +279,13 @@ def tokenizer_texts(count: int, seed: int = 0) -> list[str]:
 def _synth_word(voice: Voice, word: str, tmp: str, ident: str) -> np.ndarray:
     """24 kHz float32 samples of `word` alone, trimmed of silence (may be empty)."""
     check_training_voice(voice.engine, voice.voice)
-    spec = _Spec("train", ident, 0, 0, voice.engine, voice.voice, voice.variant, "en-us", voice.rate, voice.pitch,
+    spec = SynthSpec("train", ident, 0, 0, voice.engine, voice.voice, voice.variant, "en-us", voice.rate, voice.pitch,
                   voice.amplitude, ())
-    raw, rate = _synth_raw(spec, word, tmp)
+    raw, rate = synthesize_raw(spec, word, tmp)
     x = resample(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))[None], rate, SAMPLE_RATE)[0].numpy()
     if x.size == 0 or float(np.abs(x).max()) < 1e-4:
         return np.zeros(0, np.float32)
-    return _trim_silence(x, SAMPLE_RATE, keep_s=0.01, floor_db=-40.0).astype(np.float32)
+    return trim_silence(x, SAMPLE_RATE, keep_s=0.01, floor_db=-40.0).astype(np.float32)
 
 
 def _utterance(voice: Voice, words: Iterable[str], rng: random.Random, config: DialogueConfig, tmp: str,

@@ -70,6 +70,13 @@ __all__ = [
     "TRAIN_FLITE_VOICES",
     "EVAL_ONLY_WORDS",
     "SAMPLE_RATE",
+    # the synthesis building blocks, shared with moshi_lm.dialogue_corpus
+    "FLITE_VOICE_INFO",
+    "SynthSpec",
+    "espeak_inventory",
+    "flite_voices",
+    "synthesize_raw",
+    "trim_silence",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -100,7 +107,7 @@ EVAL_EXCLUDED_FESTIVAL_VOICES: dict[str, str] = {
 
 # flite voice -> (language label, nominal words/min at duration_stretch 1, mean F0 in Hz or None
 # when the voice ignores int_f0_target_mean). Measured on this corpus' sentences.
-_FLITE_VOICE_INFO: dict[str, tuple[str, float, Optional[float]]] = {
+FLITE_VOICE_INFO: dict[str, tuple[str, float, Optional[float]]] = {
     "kal": ("en-us", 190.0, 95.0),
     "awb": ("en-gb-scotland", 170.0, 125.0),
     "rms": ("en-us", 145.0, None),
@@ -169,7 +176,7 @@ def _run(cmd: Sequence[str], what: str) -> str:
     return proc.stdout
 
 
-def _espeak_inventory() -> tuple[list[str], list[str]]:
+def espeak_inventory() -> tuple[list[str], list[str]]:
     """(available languages among ours, usable variants), both sorted."""
     _require("espeak-ng", "espeak-ng")
     langs = set()
@@ -191,7 +198,8 @@ def _espeak_inventory() -> tuple[list[str], list[str]]:
     return sorted(ours), sorted(variants, key=lambda s: (s.lower(), s))
 
 
-def _flite_voices() -> list[str]:
+def flite_voices() -> list[str]:
+    """The voices the installed flite lists, sorted."""
     _require("flite", "flite")
     out = _run(["flite", "-lv"], "flite -lv")
     return sorted(out.split(":", 1)[-1].split())
@@ -542,7 +550,7 @@ def generate_text(rng: random.Random, language: str, words: int, split: str = "t
 
 
 @dataclass(frozen=True)
-class _Spec:
+class SynthSpec:
     split: str
     id: str
     index: int
@@ -566,7 +574,7 @@ def _rng(split: str, seed: int, index: int, attempt: int = 0) -> random.Random:
     return random.Random(f"mimi-corpus/v{GENERATOR_VERSION}/{split}/{seed}/{index}/{attempt}")
 
 
-def _train_spec(seed: int, index: int, inventory: dict[str, Any]) -> _Spec:
+def _train_spec(seed: int, index: int, inventory: dict[str, Any]) -> SynthSpec:
     rng = _rng("train", seed, index)
     target_s = rng.uniform(MIN_SECONDS + 0.5, MAX_SECONDS - 1.5)
     rate = rng.randint(120, 260)
@@ -585,18 +593,18 @@ def _train_spec(seed: int, index: int, inventory: dict[str, Any]) -> _Spec:
         engine = "flite"
         voice = rng.choice(inventory["flite_voices"])
         variant, amplitude = None, None
-        language = _FLITE_VOICE_INFO[voice][0]
-        if _FLITE_VOICE_INFO[voice][2] is None:
+        language = FLITE_VOICE_INFO[voice][0]
+        if FLITE_VOICE_INFO[voice][2] is None:
             pitch = None  # type: ignore[assignment]  # this voice ignores the F0 target
     check_training_voice(engine, voice)
     # Words for the target length at this rate; non-English word lists have ~1.3 words/"word".
     words = max(3, int(target_s * rate / 60.0))
     sentences = tuple(generate_sentences(rng, language, words))
-    return _Spec("train", f"{index:07d}", index, seed, engine, voice, variant, language, rate, pitch,
+    return SynthSpec("train", f"{index:07d}", index, seed, engine, voice, variant, language, rate, pitch,
                  amplitude, sentences)
 
 
-def _eval_spec(seed: int, index: int, inventory: dict[str, Any]) -> _Spec:
+def _eval_spec(seed: int, index: int, inventory: dict[str, Any]) -> SynthSpec:
     rng = _rng("eval", seed, index)
     voices = inventory["eval_voices"]
     engine, voice = voices[index % len(voices)].split("/", 1)  # round robin: balanced voices
@@ -605,7 +613,7 @@ def _eval_spec(seed: int, index: int, inventory: dict[str, Any]) -> _Spec:
     target_s = rng.uniform(MIN_SECONDS + 1.0, MAX_SECONDS - 2.0)
     words = max(4, int(target_s * 165 / 60.0))
     sentences = tuple(generate_sentences(rng, "en-us", words, split="eval"))
-    return _Spec("eval", f"e{index:06d}", index, seed, engine, voice, None, "en-us", None, None, None, sentences)
+    return SynthSpec("eval", f"e{index:06d}", index, seed, engine, voice, None, "en-us", None, None, None, sentences)
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,7 +621,7 @@ def _eval_spec(seed: int, index: int, inventory: dict[str, Any]) -> _Spec:
 # --------------------------------------------------------------------------------------------
 
 
-def _synth_raw(spec: _Spec, text: str, tmp: str) -> tuple[np.ndarray, int]:
+def synthesize_raw(spec: SynthSpec, text: str, tmp: str) -> tuple[np.ndarray, int]:
     """Run the engine; returns mono float32 samples and their rate."""
     text_file = os.path.join(tmp, "text.txt")
     wav_file = os.path.join(tmp, "out.wav")
@@ -624,7 +632,7 @@ def _synth_raw(spec: _Spec, text: str, tmp: str) -> tuple[np.ndarray, int]:
         cmd = ["espeak-ng", "-v", voice, "-s", str(spec.rate), "-p", str(spec.pitch), "-a", str(spec.amplitude),
                "-w", wav_file, "-f", text_file]
     elif spec.engine == "flite":
-        _, nominal_wpm, f0 = _FLITE_VOICE_INFO[spec.voice]
+        _, nominal_wpm, f0 = FLITE_VOICE_INFO[spec.voice]
         cmd = ["flite", "-voice", spec.voice]
         if spec.rate is not None:
             stretch = min(1.6, max(0.6, nominal_wpm / spec.rate))
@@ -645,7 +653,7 @@ def _synth_raw(spec: _Spec, text: str, tmp: str) -> tuple[np.ndarray, int]:
     return data.mean(axis=1), int(rate)
 
 
-def _trim_silence(x: np.ndarray, rate: int, keep_s: float = 0.2, floor_db: float = -45.0) -> np.ndarray:
+def trim_silence(x: np.ndarray, rate: int, keep_s: float = 0.2, floor_db: float = -45.0) -> np.ndarray:
     """Cut leading/trailing silence (below ``floor_db`` relative to the peak) down to ``keep_s``."""
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak <= 0:
@@ -655,7 +663,7 @@ def _trim_silence(x: np.ndarray, rate: int, keep_s: float = 0.2, floor_db: float
     return x[max(0, loud[0] - keep): min(x.size, loud[-1] + 1 + keep)]
 
 
-def _render(spec: _Spec) -> tuple[np.ndarray, str]:
+def _render(spec: SynthSpec) -> tuple[np.ndarray, str]:
     """24 kHz samples and the text spoken, with the length brought into [MIN_SECONDS, MAX_SECONDS].
 
     Too long: drop sentences from the end (words, for a single sentence) and synthesise again;
@@ -665,9 +673,9 @@ def _render(spec: _Spec) -> tuple[np.ndarray, str]:
     with tempfile.TemporaryDirectory(prefix="mimi-corpus-") as tmp:
         for attempt in range(1, 6):
             text = " ".join(sentences)
-            raw, rate = _synth_raw(spec, text, tmp)
+            raw, rate = synthesize_raw(spec, text, tmp)
             x = resample(torch.from_numpy(np.ascontiguousarray(raw))[None], rate, SAMPLE_RATE)[0].numpy()
-            x = _trim_silence(x, SAMPLE_RATE)
+            x = trim_silence(x, SAMPLE_RATE)
             seconds = x.size / SAMPLE_RATE
             if MIN_SECONDS <= seconds <= MAX_SECONDS:
                 break
@@ -699,7 +707,7 @@ def _render(spec: _Spec) -> tuple[np.ndarray, str]:
     return x.astype(np.float32), text
 
 
-def _synthesize(task: tuple[_Spec, str]) -> dict[str, Any]:
+def _synthesize(task: tuple[SynthSpec, str]) -> dict[str, Any]:
     """Worker: synthesise one utterance, write it atomically, return its manifest record."""
     spec, split_dir = task
     if spec.split == "train":
@@ -816,7 +824,7 @@ def _check_build_info(split_dir: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _specs(make, seed: int, inventory: dict[str, Any], done: set[str], start: int = 0) -> Iterator[_Spec]:
+def _specs(make, seed: int, inventory: dict[str, Any], done: set[str], start: int = 0) -> Iterator[SynthSpec]:
     i = start
     while True:
         spec = make(seed, i, inventory)
@@ -863,7 +871,7 @@ def _build(split: str, out_dir: PathLike, *, target_seconds: float, seed: int, w
     return report
 
 
-def _run_jobs(split_dir: Path, manifest: Path, specs: Iterator[_Spec], total: float, target: float,
+def _run_jobs(split_dir: Path, manifest: Path, specs: Iterator[SynthSpec], total: float, target: float,
               workers: int, progress: bool, split: str) -> tuple[int, float]:
     """Synthesise specs in order until ``total`` reaches ``target``; append records in id order."""
     from tqdm import tqdm
@@ -957,8 +965,8 @@ def build_corpus(out_dir: PathLike, *, hours: float, seed: int = 0, workers: Opt
     """
     hours = _check_amount("hours", hours)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    languages, variants = _espeak_inventory()
-    flite = _flite_voices()
+    languages, variants = espeak_inventory()
+    flite = flite_voices()
     missing = [v for v in TRAIN_FLITE_VOICES if v not in flite]
     if missing:
         raise MimiError(f"flite has no voice {', '.join(missing)}: apt-get install flite")
@@ -971,7 +979,7 @@ def build_corpus(out_dir: PathLike, *, hours: float, seed: int = 0, workers: Opt
 
 def eval_voices() -> tuple[list[str], list[str]]:
     """(``"engine/voice"`` list used for the evaluation set, engines skipped because not installed)."""
-    flite = _flite_voices()
+    flite = flite_voices()
     voices = [f"flite/{v}" for v in EVAL_FLITE_VOICES if v in flite]
     if not voices:
         raise MimiError("flite has no voice slt: apt-get install flite")
