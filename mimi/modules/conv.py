@@ -120,11 +120,14 @@ class StreamingConvTranspose1d(StreamingModule[ConvTrState]):
 
     def polyphase_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Conv weight [C_out * S, C_in / G, taps] (channel o * S + p is phase p of output o) and
-        bias [C_out * S]. Cached while the weights are frozen (inference)."""
+        bias [C_out * S]. Cached whenever no gradient is being recorded (frozen weights, or any
+        forward under `torch.no_grad()`); an in-place weight update bumps `_version` and so
+        invalidates the cache."""
         ct, S, n = self.convtr, self.stride, self.taps
         w, b = ct.weight, ct.bias
+        cacheable = not (torch.is_grad_enabled() and (w.requires_grad or (b is not None and b.requires_grad)))
         key = (w.data_ptr(), w._version, w.dtype, w.device, None if b is None else b._version)
-        if not w.requires_grad and self._cache is not None and self._cache[0] == key:
+        if cacheable and self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         G = ct.groups
         cin_g, cout_g, K = w.shape
@@ -132,8 +135,9 @@ class StreamingConvTranspose1d(StreamingModule[ConvTrState]):
         w = w.view(G, cin_g // G, cout_g, n, S)  # tap k = j * S + p: frame lag j, phase p
         v = w.permute(0, 2, 4, 1, 3).flip(-1).reshape(G * cout_g * S, cin_g // G, n)  # lag j -> tap n-1-j
         bias = None if b is None else b.repeat_interleave(S)
-        if not w.requires_grad:
-            self._cache = (key, v.contiguous(), bias)
+        if cacheable:
+            v = v.contiguous()
+            self._cache = (key, v, bias)
         return v, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

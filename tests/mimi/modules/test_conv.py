@@ -308,3 +308,19 @@ def test_convtr_polyphase_weights_follow_weight_updates():
     with torch.no_grad():
         convtr.convtr.weight.mul_(2.0)  # in place: the cached polyphase weights must refresh
     torch.testing.assert_close(convtr(x) - convtr.convtr.bias[:, None], 2 * (before - convtr.convtr.bias[:, None]))
+
+
+def test_convtr_polyphase_weights_cached_under_no_grad_only():
+    """Trainable weights under `torch.no_grad()` (inference with a freshly built model) reuse the
+    polyphase weights; a grad-enabled forward recomputes them so gradients flow."""
+    convtr = _convtr(4, 2)  # requires_grad parameters
+    with torch.no_grad():
+        first, _ = convtr.polyphase_weights()
+        assert convtr.polyphase_weights()[0] is first  # cached
+        convtr.convtr.weight.add_(1.0)  # an optimizer step: the cache refreshes
+        assert not torch.equal(convtr.polyphase_weights()[0], first)
+    with torch.enable_grad():  # this module's tests otherwise run under no_grad
+        v, _ = convtr.polyphase_weights()
+        assert v.requires_grad and v.grad_fn is not None
+        convtr(torch.randn(1, 6, 5)).sum().backward()
+    assert convtr.convtr.weight.grad is not None and convtr.convtr.weight.grad.abs().sum() > 0
