@@ -23,18 +23,31 @@ class EmaCodebook(nn.Module):
         self.register_buffer("initialized", torch.zeros(1))
         self.register_buffer("cluster_usage", torch.ones(bins))
         self.register_buffer("embedding_sum", torch.randn(bins, dim))
+        self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def _embedding_and_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codebook [bins, dim], squared norms [bins]), computed once per version of the
+        statistics: an EMA update, a dead-code replacement or a load changes the key (in-place
+        writes bump `_version`, reassignment changes the storage), so training stays exact while
+        inference (a streaming step uses every codebook) skips the division."""
+        s, u = self.embedding_sum, self.cluster_usage
+        key = (s.data_ptr(), s._version, u.data_ptr(), u._version, s.dtype, s.device)
+        if self._cache is None or self._cache[0] != key:
+            emb = s / u.clamp(min=self.epsilon)[:, None]  # [bins, dim]
+            self._cache = (key, emb, (emb * emb).sum(-1))
+        return self._cache[1], self._cache[2]
 
     @property
     def embedding(self) -> torch.Tensor:
-        return self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]  # [bins, dim]
+        return self._embedding_and_norms()[0]  # [bins, dim]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest entry by L2 distance: x [N, dim] -> codes [N] (long).
 
         argmin |x - e|^2 = argmin (|e|^2 - 2 x.e): one matmul, no [N, bins, dim] temporary.
         """
-        emb = self.embedding
-        scores = torch.addmm((emb * emb).sum(-1)[None, :], x, emb.t(), alpha=-2.0)  # [N, bins]
+        emb, norms = self._embedding_and_norms()
+        scores = torch.addmm(norms[None, :], x, emb.t(), alpha=-2.0)  # [N, bins]
         return scores.argmin(dim=-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -215,3 +215,24 @@ def test_split_attributes_from_config():
     split = _split(n_q=7, n_q_semantic=2)
     assert (split.n_q, split.n_q_semantic, split.bins) == (7, 2, 16)
     assert split.semantic.n_q == 2 and split.acoustic.n_q == 5
+
+
+def test_codebook_cache_follows_every_kind_of_update():
+    """The codebook (sum / usage) is computed once per version of the statistics: in-place EMA
+    updates, index writes, a state-dict load and a device/dtype move all refresh it."""
+    cb = EmaCodebook(dim=4, bins=8)
+    x = torch.randn(32, 4)
+
+    def fresh():
+        return cb.embedding_sum / cb.cluster_usage.clamp(min=cb.epsilon)[:, None]
+
+    assert cb.embedding is cb.embedding  # cached between calls
+    for update in (lambda: cb.cluster_usage.mul_(0.5),
+                   lambda: cb.embedding_sum.add_(1.0),
+                   lambda: cb.embedding_sum.__setitem__(torch.tensor([0, 3]), torch.zeros(2, 4)),
+                   lambda: cb.load_state_dict({k: torch.rand_like(v) for k, v in cb.state_dict().items()}),
+                   lambda: cb.to(torch.float64)):
+        update()
+        torch.testing.assert_close(cb.embedding, fresh(), rtol=0, atol=0)
+        expected = torch.cdist(x.to(cb.embedding.dtype), fresh()).argmin(-1)
+        assert torch.equal(cb.encode(x.to(cb.embedding.dtype)), expected)
