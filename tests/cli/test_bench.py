@@ -18,16 +18,6 @@ from mimi_cli.main import main
 from tests.helpers import make_model, speechlike
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared machine, torch threads waiting on each other turn a few
-    busy cores into seconds of stalls (the tiny model gains nothing from more threads)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cli() -> click.Group:

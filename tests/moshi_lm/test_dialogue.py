@@ -18,12 +18,10 @@ from tests.helpers import make_model, speech_tensor, speechlike
 from tests.moshi_lm.helpers import tiny_model
 
 FS = 1920
-torch.set_num_threads(1)
 
 
 def dialogue_models(seed: int = 0):
     """A tiny Mimi (8 codebooks of 64) and a tiny moshiko-shaped LM over the same vocabulary."""
-    torch.set_num_threads(1)
     codec = make_model(mimi.MimiConfig.tiny(), num_codebooks=8, seed=seed, calibrate_seconds=2.0)
     lm = tiny_model(seed=seed, card=codec.codebook_size)
     lm.requires_grad_(False)

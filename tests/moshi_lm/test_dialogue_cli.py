@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from click.testing import CliRunner
 
 import mimi
@@ -20,7 +19,6 @@ from tests.helpers import speechlike
 from tests.moshi_lm.test_dialogue import dialogue_models
 
 FS = 1920
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,6 @@ from moshi_lm.train import LMTrainConfig, lr_at, train, train_on_examples
 from tests.helpers import speechlike
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def structured_examples(n: int = 6, frames: int = 120, K: int = 2, card: int = 16, seed: int = 0

@@ -23,7 +23,6 @@ from tests.moshi_lm.test_dialogue import dialogue_models
 from websockets.asyncio.client import connect
 
 FS = 1920
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,6 @@ from tests.helpers import make_model, speechlike
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared machine, torch threads waiting on each other turn a few
-    busy cores into seconds of stalls (the tiny model gains nothing from more threads)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -69,13 +69,6 @@ def all_codes(out: Path) -> dict[str, torch.Tensor]:
     return {e["audio"]: load_codes(out, e) for e in read_manifest(out)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model runs fastest on one thread (two threads on a busy 2-core box thrash)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- inputs --------------------------------------------------------------------------------------

@@ -14,13 +14,6 @@ from mimi.tokens import TokenDataset, TokenItem, extract_tokens
 from tests.mimi.tokens.test_extract import CORPUS, load_codes, read_manifest, write_corpus
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model runs fastest on one thread (two threads on a busy 2-core box thrash)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

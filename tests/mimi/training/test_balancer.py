@@ -8,13 +8,6 @@ import torch
 from mimi.training.balancer import Balancer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _shares(total: torch.Tensor, grads: list[torch.Tensor]) -> list[float]:

@@ -11,13 +11,6 @@ from torch.nn.utils import parametrize
 from mimi.training.discriminator import DiscriminatorOutput, MultiScaleSTFTDiscriminator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_default_discriminator_shapes_per_scale():

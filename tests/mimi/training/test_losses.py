@@ -17,13 +17,6 @@ from mimi.training.losses import (
 from tests.helpers import speech_tensor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is much faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_hinge_discriminator_loss_known_values():

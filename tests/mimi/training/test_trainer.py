@@ -29,12 +29,6 @@ def corpus(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic and fast for tiny models
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(corpus: Path, **overrides) -> TrainConfig:
