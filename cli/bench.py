@@ -6,13 +6,16 @@ Registered on the `mimi` group by `cli/main.py` (`main.add_command(bench)`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from mimi_cli.common import device_option, model_option, progress_enabled, quiet_option, reports_errors
 
 __all__ = ["bench"]
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _int_list(name: str, *, choices_hint: str) -> Callable[[click.Context, click.Parameter, str], tuple[int, ...]]:
@@ -71,7 +74,7 @@ def bench() -> None:
 @quiet_option
 @reports_errors
 def quality(inputs: tuple[str, ...], model_source: str | None, codebooks: tuple[int, ...],
-            baselines: tuple[str, ...], out_dir: str, device: str, quiet: bool) -> None:
+            baselines: tuple[str, ...], out_dir: str, device: "torch.device", quiet: bool) -> None:
     """Score Mimi and baseline codecs (PESQ, STOI, ESTOI, SI-SDR, mel distance) on audio files.
 
     FILES_OR_DIR: audio files, or folders searched recursively. Each file is mixed to mono,
@@ -101,8 +104,7 @@ def quality(inputs: tuple[str, ...], model_source: str | None, codebooks: tuple[
 @model_option
 @click.option("--codebooks", type=click.IntRange(1, 32), default=None, metavar="N",
               help="Codebooks to encode / decode [default: 8, or the model's count if fewer].")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-              help="Torch device.")
+@device_option
 @click.option("--dtype", "dtype_name", default="float32", show_default=True,
               type=click.Choice(["float32", "bfloat16"]), help="Model and input precision.")
 @click.option("--batch-sizes", default="1,8,32", show_default=True, metavar="B,B,...",
@@ -115,7 +117,7 @@ def quality(inputs: tuple[str, ...], model_source: str | None, codebooks: tuple[
 @click.option("--out", "out_dir", default=None, metavar="DIR", type=click.Path(file_okay=False, path_type=str),
               help="Also write speed.md and speed.json here.")
 @reports_errors
-def speed(model_source: str | None, codebooks: int | None, device: str, dtype_name: str,
+def speed(model_source: str | None, codebooks: int | None, device: "torch.device", dtype_name: str,
           batch_sizes: tuple[int, ...], seconds: float, repeats: int, no_peers: bool, out_dir: str | None) -> None:
     """Encode / decode real-time factors, streaming latency and peak memory.
 

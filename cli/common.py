@@ -45,5 +45,19 @@ model_option = click.option("--model", "model_source", default=None, metavar="SR
                                  "[default: the bundled model].")
 codebooks_option = click.option("--codebooks", type=click.IntRange(1, 32), default=None,
                                 help="Codebooks to use: 1..32 [default: 8].")
-device_option = click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+def checked_device(ctx: click.Context, param: click.Parameter, value: str | None):
+    """Click callback: `--device` as a checked `torch.device` (None stays None); a bad name or CUDA
+    on a machine without it is one `Error:` line at parse time (`mimi.devices.resolve_device`)."""
+    if value is None:
+        return None
+    from mimi.devices import resolve_device
+
+    try:
+        return resolve_device(value)
+    except MimiError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+device_option = click.option("--device", default="cpu", show_default=True, callback=checked_device,
+                             help="torch device: cpu, cuda, cuda:N or auto.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

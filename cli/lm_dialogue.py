@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import click
 
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
-from mimi_cli.common import progress_enabled, quiet_option, reports_errors
+from mimi_cli.common import checked_device, progress_enabled, quiet_option, reports_errors
 
 __all__ = ["DialogueModels", "dialogue", "load_dialogue_models", "model_options", "sampling_options"]
 
@@ -65,7 +66,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tokenizer", "tokenizer_path", default=None, metavar="FILE",
                      help="SentencePiece model to show text pieces [default: the LM folder's "
                           "tokenizer_name or tokenizer.model, if present; else token ids]."),
-        click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda."),
+        click.option("--device", default="cpu", show_default=True, callback=checked_device,
+                     help="torch device: cpu, cuda, cuda:N or auto."),
         click.option("--dtype", "dtype_name", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="Weights dtype (Mimi's quantizer stays float32)."),
     ]
@@ -90,18 +92,6 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         fn = option(fn)
     return fn
-
-
-def _device(name: str):
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise MimiError(f"invalid --device {name!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MimiError("--device cuda: CUDA is not available on this machine")
-    return dev
 
 
 def _load_tokenizer(path: str | None, lm_source: str) -> Any:
@@ -141,13 +131,13 @@ def _load_mimi(source: str | None, device, dtype):
     return mimi.load(source, device=device, dtype=dtype)
 
 
-def load_dialogue_models(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: str,
+def load_dialogue_models(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: Any,
                          dtype_name: str, sampling: SamplingSettings) -> DialogueModels:
     import torch
 
     import moshi_lm
 
-    dev = _device(device)
+    dev = resolve_device(device)
     dtype = getattr(torch, dtype_name)
     codec = _load_mimi(mimi_source, dev, dtype)  # the small one first: a bad --mimi fails fast
     lm = moshi_lm.load(lm_source, device=dev, dtype=dtype)
@@ -175,7 +165,7 @@ def _check_output(path: str, option: str) -> None:
 @sampling_options
 @quiet_option
 @reports_errors
-def dialogue(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: str, dtype_name: str,
+def dialogue(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: Any, dtype_name: str,
              input_path: str, output_path: str, text_path: str | None, greedy: bool, temp: float,
              temp_text: float, top_k: int, top_k_text: int, seed: int | None, quiet: bool) -> None:
     """Talk to a dialogue model with a recording: the model listens and speaks at the same time.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ __all__ = ["serve"]
               help="Threads running the models (connections take turns).")
 @sampling_options
 @reports_errors
-def serve(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: str, dtype_name: str,
+def serve(lm_source: str, mimi_source: str | None, tokenizer_path: str | None, device: Any, dtype_name: str,
           host: str, port: int, max_sessions: int, inbound_frames: int, outbound_frames: int,
           compute_threads: int, greedy: bool, temp: float, temp_text: float, top_k: int, top_k_text: int,
           seed: int | None) -> None:

@@ -6,6 +6,8 @@ never a traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 import mimi
@@ -23,6 +25,9 @@ from mimi_cli.corpus import corpus
 from mimi_cli.tokens import tokens
 from mimi_cli.train import train
 
+if TYPE_CHECKING:
+    import torch
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(mimi.__version__, prog_name="mimi")
@@ -39,7 +44,7 @@ def main() -> None:
 @quiet_option
 @reports_errors
 def encode(input_path: str, output_path: str, model_source: str | None, codebooks: int | None,
-           device: str, quiet: bool) -> None:
+           device: "torch.device", quiet: bool) -> None:
     """Compress audio file INPUT (any rate, any channels) to OUTPUT.mimi."""
     from mimi.compress import encode_file
     from mimi.defaults import resolve_model
@@ -57,7 +62,7 @@ def encode(input_path: str, output_path: str, model_source: str | None, codebook
 @device_option
 @quiet_option
 @reports_errors
-def decode(input_path: str, output_path: str, model_source: str | None, device: str, quiet: bool) -> None:
+def decode(input_path: str, output_path: str, model_source: str | None, device: "torch.device", quiet: bool) -> None:
     """Restore INPUT.mimi to audio file OUTPUT (.wav, .flac, ...) at its original rate and length."""
     from mimi.compress import decode_codes, load_decoder_for
     from mimi.format import read_mimi
@@ -77,7 +82,7 @@ def decode(input_path: str, output_path: str, model_source: str | None, device: 
 @quiet_option
 @reports_errors
 def roundtrip(input_path: str, output_path: str, model_source: str | None, codebooks: int | None,
-              device: str, quiet: bool) -> None:
+              device: "torch.device", quiet: bool) -> None:
     """Encode INPUT and decode it again to OUTPUT, to hear what the codec keeps."""
     from mimi.compress import roundtrip_file
     from mimi.defaults import resolve_model

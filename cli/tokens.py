@@ -5,14 +5,19 @@ Registered on the `mimi` group by `cli/main.py` (`main.add_command(tokens)`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import sys
 
 import click
 
-from mimi_cli.common import model_option, quiet_option, reports_errors
+from mimi_cli.common import checked_device, model_option, quiet_option, reports_errors
 
 __all__ = ["tokens"]
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _plural(n: int, word: str) -> str:
@@ -31,12 +36,12 @@ def _plural(n: int, word: str) -> str:
               help="Processes reading and resampling audio (0: in the main process).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="S",
               help="Files per safetensors shard.")
-@click.option("--device", default="cpu", show_default=True, metavar="D",
+@click.option("--device", default="cpu", show_default=True, metavar="D", callback=checked_device,
               help="Torch device for the model (under torchrun, cuda means cuda:LOCAL_RANK).")
 @quiet_option
 @reports_errors
 def tokens(input_path: str, out_dir: str, model_source: str | None, codebooks: int | None,
-           batch_size: int, num_workers: int, shard_size: int, device: str, quiet: bool) -> None:
+           batch_size: int, num_workers: int, shard_size: int, device: "torch.device", quiet: bool) -> None:
     """Encode every audio file of INPUT into Mimi tokens in OUT_DIR.
 
     INPUT is a folder (searched recursively for wav, flac, ogg, oga, mp3, aiff, aif, au and
@@ -51,19 +56,11 @@ def tokens(input_path: str, out_dir: str, model_source: str | None, codebooks: i
     Interrupted? Run the same command again: it resumes where it stopped. To use several
     processes or GPUs, launch it with torchrun --nproc_per_node=N.
     """
-    import torch
-
     from mimi.defaults import resolve_model
     from mimi.tokens import extract_tokens
     from mimi.tokens.distributed import env_world_size, local_device
 
-    try:
-        dev = local_device(device)
-    except RuntimeError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    loaded = resolve_model(model_source, num_codebooks=codebooks, device=dev)
+    loaded = resolve_model(model_source, num_codebooks=codebooks, device=local_device(device))
     rank = int(os.environ.get("RANK", "0") or 0) if env_world_size() > 1 else 0
     progress = not quiet and rank == 0 and sys.stderr.isatty()
     report = extract_tokens(input_path, out_dir, loaded, batch_size=batch_size,

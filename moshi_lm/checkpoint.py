@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from mimi.atomic import atomic_output, atomic_write_bytes
 from mimi.checkpoint.loading import read_safetensors
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
 from moshi_lm.config import LMConfig
 from moshi_lm.mlp import gated_hidden_dim
@@ -227,7 +228,7 @@ def load(source: str | os.PathLike, *, device: str | torch.device = "cpu",
     ours = model.state_dict()
     state = {k: v.reshape(ours[k].shape) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=resolve_device(device, option="device"), dtype=dtype).eval()
     model.requires_grad_(False)
     return model
 

@@ -52,6 +52,7 @@ from safetensors.torch import save_file
 
 from mimi.atomic import atomic_write_bytes
 from mimi.checkpoint.loading import read_safetensors
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
 from mimi.training.checkpoint import latest_checkpoint, optimizer_from_tensors, optimizer_to_tensors
 from mimi.training.csv_log import CsvLog
@@ -291,15 +292,6 @@ def _load_checkpoint(path: Path, model: LMModel, opt: torch.optim.Optimizer, sam
         raise MimiError(f"cannot resume from {path}: {' '.join(str(exc).split())[:200]}") from None
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MimiError("CUDA is not available on this machine (use --device cpu)")
-    return dev
-
-
 def _card_for(examples: Sequence[DialogueExample]) -> int:
     """The smallest power of two (>= 2) above every audio code."""
     top = max(int(ex.codes[1:].max()) for ex in examples if ex.num_frames)
@@ -332,7 +324,7 @@ def train_on_examples(cfg: LMTrainConfig, examples: Sequence[DialogueExample], o
 
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_lm(lm_cfg).to(device).train()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mimi.defaults import LoadedModel
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
 
 __all__ = ["SpeedRow", "StreamingRow", "SpeedReport", "run_speed", "DTYPES"]
@@ -409,12 +410,7 @@ def run_speed(loaded_model: LoadedModel, *, device: Union[str, torch.device] = "
         raise MimiError(f"seconds must be a positive number, got {seconds!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise MimiError(f"repeats must be a positive integer, got {repeats!r}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise MimiError(f"invalid device {device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MimiError("--device cuda asked for, but CUDA is not available")
+    device = resolve_device(device)
 
     model = loaded_model.model
     param = next(model.parameters())

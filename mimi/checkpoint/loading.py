@@ -32,6 +32,7 @@ from mimi.checkpoint.transformers_layout import (
     to_transformers,
 )
 from mimi.config import MimiConfig, QuantizerConfig
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
 from mimi.model import MimiModel, build_mimi
 
@@ -131,7 +132,7 @@ def model_from_checkpoint(ckpt: Checkpoint, num_codebooks: int = 8, device: str 
 
 def prepare_for_inference(model: MimiModel, device: str | torch.device = "cpu",
                           dtype: torch.dtype = torch.float32) -> MimiModel:
-    model = model.to(device=device).set_dtype(dtype).eval()
+    model = model.to(device=resolve_device(device, option="device")).set_dtype(dtype).eval()
     model.requires_grad_(False)
     return model
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from mimi.checkpoint import save_state
 from mimi.checkpoint.loading import read_checkpoint, read_safetensors, resolve_source
+from mimi.devices import resolve_device
 from mimi.errors import MimiError
 from mimi.model import MimiModel, build_mimi
 from mimi.quantization.training import split_rvq_train_forward
@@ -77,13 +78,11 @@ class _StepSampler(Sampler[int]):
 
 
 def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        name = cfg.device
-    if name.startswith("cuda") and "LOCAL_RANK" in os.environ and name == "cuda":
-        name = f"cuda:{os.environ['LOCAL_RANK']}"
-    return torch.device(name)
+    """The configured device, checked; under torchrun a bare `cuda` is this process's GPU."""
+    device = resolve_device(cfg.device, option="training config: device")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int]:
