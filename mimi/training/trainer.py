@@ -104,13 +104,16 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 
 def _out_of_time(start: float, limit: float | None, world: int, device: torch.device) -> bool:
-    """Whether the time limit has passed; under DDP, rank 0's clock decides for every rank."""
+    """Whether the time limit has passed; under DDP, rank 0's clock decides for every rank (one
+    broadcast per step); a single process reads its clock only."""
     if limit is None:
         return False
-    over = torch.tensor([float(time.perf_counter() - start >= limit)], device=device)
+    over = time.perf_counter() - start >= limit
     if world > 1:
-        dist.broadcast(over, src=0)
-    return bool(over[0])
+        flag = torch.tensor([float(over)], device=device)
+        dist.broadcast(flag, src=0)
+        over = bool(flag[0])
+    return over
 
 
 def _param_groups(model: MimiModel, extra: torch.nn.Module, weight_decay: float) -> list[dict]:
