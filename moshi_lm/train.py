@@ -42,7 +42,6 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -55,6 +54,7 @@ from mimi.checkpoint.loading import read_safetensors
 from mimi.devices import resolve_device
 from mimi.errors import MimiError
 from mimi.training.checkpoint import latest_checkpoint, optimizer_from_tensors, optimizer_to_tensors
+from mimi.training.config import read_config_table
 from mimi.training.csv_log import CsvLog
 from moshi_lm.checkpoint import save as save_lm
 from moshi_lm.config import LMConfig
@@ -167,18 +167,8 @@ def config_from_dict(data: dict[str, Any], where: str = "LM training config") ->
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw table of a TOML (or resolved JSON) config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MimiError(f"no such LM training config: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MimiError(f"invalid LM training config {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(data, dict):
-        raise MimiError(f"invalid LM training config {path}: not a table")
-    return data
+    """The raw table of a TOML (or resolved JSON) LM training config."""
+    return read_config_table(path, "LM training config")
 
 
 # -- the run ------------------------------------------------------------------------------------

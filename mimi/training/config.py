@@ -164,19 +164,25 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
         raise MimiError(f"training config: {exc}") from None
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a `.toml` (or a resolved `.json`) training config; relative data paths are kept as given."""
+def read_config_table(path: str | Path, what: str = "training config") -> dict[str, Any]:
+    """The raw table of a `.toml` (or resolved `.json`) config file; `what` names it in errors.
+    Shared by `mimi train` and `moshi-lm train`."""
     path = Path(path)
     if not path.is_file():
-        raise MimiError(f"no such training config: {path}")
+        raise MimiError(f"no such {what}: {path}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MimiError(f"invalid training config {path}: {exc}") from None
+        raise MimiError(f"invalid {what} {path}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise MimiError(f"invalid training config {path}: not a table")
-    return config_from_dict(data)
+        raise MimiError(f"invalid {what} {path}: not a table")
+    return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a `.toml` (or a resolved `.json`) training config; relative data paths are kept as given."""
+    return config_from_dict(read_config_table(path))
 
 
 def save_resolved(cfg: TrainConfig, path: Path) -> None:
