@@ -141,6 +141,18 @@ class MimiConfig:
         )
 
     @classmethod
+    def medium(cls) -> "MimiConfig":
+        """The released frame structure and 32 codebooks of 2048 at ~8.5M weights: SEANet 32
+        filters, a 192-d latent and 2-layer transformers (the bundled default model; 21 MB
+        stored in float16, see `mimi convert --dtype`)."""
+        return cls(
+            seanet=SeanetConfig(dimension=192, n_filters=32),
+            transformer=TransformerConfig(d_model=192, num_heads=4, num_layers=2, dim_feedforward=768),
+            quantizer=QuantizerConfig(dimension=32, n_q=32, bins=2048),
+            name="mimi-medium",
+        )
+
+    @classmethod
     def tiny(cls) -> "MimiConfig":
         """A very small model with the released rates, for fast tests."""
         return cls(
@@ -152,7 +164,7 @@ class MimiConfig:
 
     @classmethod
     def preset(cls, name: str) -> "MimiConfig":
-        presets = {"released": cls.released, "small": cls.small, "tiny": cls.tiny}
+        presets = {"released": cls.released, "medium": cls.medium, "small": cls.small, "tiny": cls.tiny}
         if name not in presets:
             raise MimiError(f"unknown Mimi preset {name!r}; choose one of {', '.join(presets)}")
         return presets[name]()

@@ -199,11 +199,34 @@ def _check_layout(layout: str) -> None:
         raise MimiError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cast_for_storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every floating-point tensor of `state` in `dtype` (loading casts back: weights stored
+    in float16 build a float32 model). A value beyond the range of `dtype` raises MimiError
+    instead of being stored as infinity."""
+    if dtype not in STORAGE_DTYPES.values():
+        raise MimiError(f"cannot store weights as {dtype}; choose one of {', '.join(STORAGE_DTYPES)}")
+    out = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != dtype:
+            cast = value.to(dtype)
+            if not torch.isfinite(cast).all() and torch.isfinite(value).all():
+                raise MimiError(f"{key} does not fit {dtype} (max |value| {float(value.abs().max()):.4g})")
+            value = cast
+        out[key] = value
+    return out
+
+
 def save_state(state: dict[str, torch.Tensor], config: MimiConfig, dest: str | os.PathLike,
-               layout: str = "kyutai") -> Path:
-    """Write our state dict in a released layout: a `.safetensors` file (kyutai) or a folder."""
+               layout: str = "kyutai", dtype: torch.dtype | None = None) -> Path:
+    """Write our state dict in a released layout: a `.safetensors` file (kyutai) or a folder;
+    `dtype` (float16, bfloat16...) casts the floating-point tensors for storage."""
     _check_layout(layout)
     dest = Path(dest)
+    if dtype is not None:
+        state = cast_for_storage(state, dtype)
     if layout == "kyutai":
         _atomic_save_safetensors(KYUTAI_KEYS.state_to_theirs(state), dest,
                                  {"format": "pt", CONFIG_METADATA_KEY: config.to_json()})
@@ -221,14 +244,16 @@ def save(model: MimiModel, dest: str | os.PathLike, layout: str = "kyutai") -> P
     return save_state(state, model.config, dest, layout)
 
 
-def convert(source: str | os.PathLike, dest: str | os.PathLike, layout: str) -> Path:
-    """Rewrite a checkpoint in another layout (tensors are copied unchanged)."""
+def convert(source: str | os.PathLike, dest: str | os.PathLike, layout: str,
+            dtype: torch.dtype | None = None) -> Path:
+    """Rewrite a checkpoint in another layout; tensors are copied unchanged unless `dtype`
+    casts them for storage (e.g. float16 halves the file)."""
     _check_layout(layout)
     ckpt = read_checkpoint(resolve_source(source))
     with torch.device("meta"):
         model = build_mimi(ckpt.config)
     _check_state(model, ckpt)
-    return save_state(ckpt.state, ckpt.config, dest, layout)
+    return save_state(ckpt.state, ckpt.config, dest, layout, dtype=dtype)
 
 
 def weights_fingerprint(model: MimiModel) -> str:

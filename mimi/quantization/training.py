@@ -147,8 +147,10 @@ def ema_update_(codebook: EmaCodebook, x: torch.Tensor, codes: torch.Tensor, dec
 @torch.no_grad()
 def replace_dead_codes_(codebook: EmaCodebook, x: torch.Tensor, threshold_ratio: float = 0.1,
                         generator: torch.Generator | None = None,
-                        all_reduce: AllReduce | None = None) -> int:
-    """Move dead entries onto random vectors of the batch x [N, d]; returns how many moved.
+                        all_reduce: AllReduce | None = None) -> torch.Tensor:
+    """Move dead entries onto random vectors of the batch x [N, d]; returns how many moved
+    (a 0-dim long tensor: reading it is the caller's choice, the update itself never waits
+    for the device).
 
     An entry is dead when its EMA usage is below `threshold_ratio * N_total / bins`, i.e. a
     fraction of the usage every entry would have under a uniform assignment (N_total: vectors
@@ -156,25 +158,23 @@ def replace_dead_codes_(codebook: EmaCodebook, x: torch.Tensor, threshold_ratio:
     sampled vector, with usage equal to the threshold: it is not dead right away, but it must
     attract at least that many vectors per step to stay (otherwise it decays below the
     threshold and is moved again), and it adapts quickly to the vectors it does attract.
-    Distinct rows are sampled when the batch is large enough. With `all_reduce`, the dead
-    set is the same on every rank (the usage is global) and the new vectors are rank 0's.
+    One candidate row is drawn per entry (distinct rows when the batch has at least `bins`),
+    and only the dead entries take theirs. With `all_reduce`, the dead set is the same on every
+    rank (the usage is global) and the new vectors are rank 0's.
     """
     x = _as_stats(codebook, x)
     n_total = float(x.shape[0])
     if all_reduce is not None:
         n_total = float(all_reduce(torch.tensor([n_total], device=x.device, dtype=x.dtype))[0])
     if x.shape[0] == 0 or n_total == 0:
-        return 0
+        return torch.zeros((), dtype=torch.long, device=x.device)
     threshold = threshold_ratio * n_total / codebook.bins
-    dead = codebook.cluster_usage < threshold
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return 0
+    dead = codebook.cluster_usage < threshold  # [bins]
     new_usage = max(threshold, codebook.epsilon)
-    samples = _share(x[_random_rows(x.shape[0], n_dead, generator, x.device)], all_reduce)  # [n_dead, d]
-    codebook.embedding_sum[dead] = samples * new_usage
-    codebook.cluster_usage[dead] = new_usage
-    return n_dead
+    candidates = _share(x[_random_rows(x.shape[0], codebook.bins, generator, x.device)], all_reduce)  # [bins, d]
+    codebook.embedding_sum.copy_(torch.where(dead[:, None], candidates * new_usage, codebook.embedding_sum))
+    codebook.cluster_usage.masked_fill_(dead, new_usage)
+    return dead.sum()
 
 
 # -- split RVQ, training forward ----------------------------------------------------------------
@@ -197,7 +197,8 @@ class QuantizerTrainOutput:
     num_codebooks: the largest number of codebooks any item used this step.
     quantized_applied: bool [B], whether each item's decoder input is quantised.
     item_codebooks: long [B], codebooks (semantic + acoustic) each item's quantisation uses.
-    dead_codes: entries replaced this step, summed over levels (0 when not updating).
+    dead_codes: 0-dim long tensor, entries replaced this step, summed over levels (0 when
+        not updating).
     """
 
     quantized: torch.Tensor
@@ -207,7 +208,7 @@ class QuantizerTrainOutput:
     num_codebooks: int
     quantized_applied: torch.Tensor
     item_codebooks: torch.Tensor | None = None
-    dead_codes: int = 0
+    dead_codes: torch.Tensor | None = None
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -217,7 +218,7 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 
 def _rvq_train_levels(rvq: ResidualVectorQuantizer, z: torch.Tensor, n_levels: int, active: torch.Tensor,
                       *, update: bool, decay: float, threshold_ratio: float, generator, all_reduce
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantise `n_levels` levels of one RVQ; level k is used by item b when active[b, k].
 
     Returns (output [B, D, T] after output_proj, straight-through; codes [B, n_levels, T];
@@ -231,23 +232,25 @@ def _rvq_train_levels(rvq: ResidualVectorQuantizer, z: torch.Tensor, n_levels: i
     total = torch.zeros_like(residual)  # sum of the entries each vector's active levels chose
     codes: list[torch.Tensor] = []
     commit = live.new_zeros(())
-    replaced = 0
+    replaced = torch.zeros((), dtype=torch.long, device=z.device)
+    # One host read per RVQ (not per level): are all its levels initialised? Nothing else in
+    # the loop waits for the device.
+    fresh = update and n_levels > 0 and not bool(torch.stack([l.initialized for l in rvq.layers[:n_levels]]).all())
     for k in range(n_levels):
         layer = rvq.layers[k]
-        if update and not bool(layer.initialized.item()):
+        if fresh and not bool(layer.initialized.item()):
             kmeans_init_(layer, residual, generator=generator, all_reduce=all_reduce)
         idx = layer.encode(residual)  # [B*T]
         q = layer.decode(idx)  # [B*T, d], no grad (codebooks are buffers)
         mask = active[:, k].repeat_interleave(T).to(q.dtype)[:, None]  # [B*T, 1]
-        used = mask.sum()
-        if bool(used > 0):
-            level_input = live - (live.detach() - residual)  # value: residual; gradient: identity
-            sq = (level_input - q).pow(2).mean(dim=-1, keepdim=True)  # [B*T, 1]
-            commit = commit + (sq * mask).sum() / used
+        level_input = live - (live.detach() - residual)  # value: residual; gradient: identity
+        sq = (level_input - q).pow(2).mean(dim=-1, keepdim=True)  # [B*T, 1]
+        # a level no item uses adds exactly 0 (its masked sum is 0, divided by 1)
+        commit = commit + (sq * mask).sum() / mask.sum().clamp(min=1.0)
         total = total + q * mask
         if update:
             ema_update_(layer, residual, idx, decay, all_reduce=all_reduce)
-            replaced += replace_dead_codes_(layer, residual, threshold_ratio, generator=generator,
+            replaced = replaced + replace_dead_codes_(layer, residual, threshold_ratio, generator=generator,
                                             all_reduce=all_reduce)
         residual = residual - q
         codes.append(idx.view(B, T))
@@ -301,10 +304,13 @@ def split_rvq_train_forward(quantizer: SplitResidualVectorQuantizer, z: torch.Te
     n_sem = min(n_q, quantizer.n_q_semantic)
     n_ac = n_q - n_sem
 
-    if q_dropout and n_ac > 1:
-        n_active_ac = (_rand((B,), generator, device) * n_ac).long().clamp(max=n_ac - 1) + 1  # [1, n_ac]
+    if q_dropout and n_ac > 1:  # drawn where the generator lives: its max needs no device read
+        draw = _rand((B,), generator, generator.device if generator is not None else device)
+        n_active_host = (draw * n_ac).long().clamp(max=n_ac - 1) + 1  # [B] in [1, n_ac]
     else:
-        n_active_ac = torch.full((B,), n_ac, dtype=torch.long, device=device)
+        n_active_host = torch.full((B,), n_ac, dtype=torch.long)
+    num_codebooks = int(n_active_host.max()) + n_sem if B else n_q
+    n_active_ac = n_active_host.to(device)
     applied = _rand((B,), generator, device) >= no_quant_rate  # [B] bool
 
     options = dict(update=update, decay=ema_decay, threshold_ratio=threshold_ratio,
@@ -323,7 +329,7 @@ def split_rvq_train_forward(quantizer: SplitResidualVectorQuantizer, z: torch.Te
             out = out + acoustic
             codes = torch.cat([codes, ac_codes], dim=1)
             commit = commit + ac_commit
-            replaced += ac_replaced
+            replaced = replaced + ac_replaced
         quantized = torch.where(applied[:, None, None], out, zf).to(z.dtype)
     item_codebooks = n_active_ac + n_sem
     return QuantizerTrainOutput(
@@ -331,7 +337,7 @@ def split_rvq_train_forward(quantizer: SplitResidualVectorQuantizer, z: torch.Te
         codes=codes,
         semantic=semantic,
         commitment_loss=commit,
-        num_codebooks=int(item_codebooks.max()) if B else n_q,
+        num_codebooks=num_codebooks,
         quantized_applied=applied,
         item_codebooks=item_codebooks,
         dead_codes=replaced,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from typing import Any
 
 from mimi.config import MimiConfig
 from mimi.errors import MimiError
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,29 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.99  # weight EMA of the generator
     warmup_steps: int = 0
+    schedule: str = "constant"  # or "cosine": from lr down to min_lr_ratio * lr at the last step
+    min_lr_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise MimiError(f"training config: optim.schedule must be one of {', '.join(SCHEDULES)}, "
+                            f"got {self.schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise MimiError("training config: optim.min_lr_ratio must be in [0, 1]")
+        if self.warmup_steps < 0:
+            raise MimiError("training config: optim.warmup_steps must be >= 0")
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Learning rate of the 0-based `step` of a `total_steps` run: a linear warm-up over
+        `warmup_steps`, then constant or a half cosine that ends at `min_lr_ratio * lr`."""
+        lr = self.lr
+        if self.schedule == "cosine":
+            span = max(1, total_steps - 1 - self.warmup_steps)
+            progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+            lr *= self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if self.warmup_steps:
+            lr *= min(1.0, (step + 1) / self.warmup_steps)
+        return lr
 
 
 @dataclass(frozen=True)

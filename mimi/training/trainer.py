@@ -116,6 +116,25 @@ def _out_of_time(start: float, limit: float | None, world: int, device: torch.de
     return over
 
 
+class _WeightEma:
+    """The generator's weight EMA as two fused (foreach) updates: ema <- d * ema + (1 - d) * w
+    for parameters, a copy for buffers (codebook statistics)."""
+
+    def __init__(self, model: MimiModel, ema: dict[str, torch.Tensor]):
+        params = dict(model.named_parameters())
+        state = model.state_dict()
+        self.ema_params = [ema[k] for k in state if k in params]
+        self.params = [params[k] for k in state if k in params]
+        self.ema_buffers = [ema[k] for k in state if k not in params]
+        self.buffers = [state[k] for k in state if k not in params]
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        current = [p.detach().float() for p in self.params]
+        torch._foreach_lerp_(self.ema_params, current, 1.0 - decay)
+        torch._foreach_copy_(self.ema_buffers, self.buffers)
+
+
 def _param_groups(model: MimiModel, extra: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the transformers' weight matrices only (DESIGN.md §3)."""
     decay, no_decay = [], []
@@ -278,10 +297,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     all_reduce = (lambda t: (dist.all_reduce(t), t)[1]) if world > 1 else None
     last_eval: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=ts.step, disable=not (progress and rank == 0), unit="step", leave=False)
+    ema_pairs = _WeightEma(model, ema)
+    interval_start, interval_step = time.perf_counter(), ts.step  # `seconds`: mean per step between log rows
     for batch in loader:
-        step_start = time.perf_counter()
-        wav = batch.to(device)  # [B, 1, segment]
-        lr = cfg.optim.lr * min(1.0, (ts.step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else cfg.optim.lr
+        wav = batch.to(device, non_blocking=True)  # [B, 1, segment]
+        lr = cfg.optim.lr_at(ts.step, cfg.steps)
         for g in opt_g.param_groups:
             g["lr"] = lr
         with autocast, torch.set_grad_enabled(not frozen_g):
@@ -291,8 +311,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                 no_quant_rate=cfg.quantizer.no_quant_rate, ema_decay=cfg.quantizer.ema_decay,
                 threshold_ratio=cfg.quantizer.threshold_ratio, update=True, generator=gen, all_reduce=all_reduce)
             y = model.decode_latent(q.quantized)[..., : wav.shape[-1]]  # [B, 1, segment]
-        row: dict[str, float] = {"step": ts.step + 1, "lr": lr,
-                                 "quantized_fraction": float(q.quantized_applied.float().mean())}
+        # the row holds device tensors: they are read (one wait for the device) on log steps only
+        row: dict[str, float | torch.Tensor] = {"step": ts.step + 1, "lr": lr,
+                                                "quantized_fraction": q.quantized_applied.float().mean()}
         adversarial = ts.step >= cfg.loss.disc_start_step
 
         # -- discriminator ------------------------------------------------------------
@@ -304,13 +325,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             _average_gradients(list(disc.parameters()), world)
-            row["grad_norm_d"] = float(torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip))
+            row["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
             opt_d.step()
-            row["loss_d"] = float(loss_d.detach())
+            row["loss_d"] = loss_d.detach()
 
         # -- generator ----------------------------------------------------------------
         if frozen_g:  # discriminator warm-up: nothing to learn on the generator side
-            row["commitment"] = float(q.commitment_loss.detach())
+            row["commitment"] = q.commitment_loss.detach()
         else:
             losses: dict[str, torch.Tensor] = {}
             with autocast:
@@ -324,11 +345,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                     losses["mel"] = mel_loss(y.float(), wav)
                     losses["l1"] = waveform_l1(y.float(), wav)
                 direct = cfg.loss.commitment * q.commitment_loss
-                row["commitment"] = float(q.commitment_loss.detach())
+                row["commitment"] = q.commitment_loss.detach()
                 if teacher is not None:
                     distill = extra.loss(q.semantic, teacher(wav))
                     direct = direct + cfg.distill.weight * distill
-                    row["distill"] = float(distill.detach())
+                    row["distill"] = distill.detach()
             opt_g.zero_grad(set_to_none=True)
             if balancer is not None and losses:
                 direct.backward(retain_graph=True)
@@ -337,27 +358,26 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                 weights = {"adversarial": cfg.loss.adversarial, "feature": cfg.loss.feature,
                            "mel": cfg.loss.mel, "l1": cfg.loss.l1}
                 (direct + sum(weights[k] * v for k, v in losses.items())).backward()
-            row.update({k: float(v.detach()) for k, v in losses.items()})
+            row.update({k: v.detach() for k, v in losses.items()})
             _average_gradients(g_params, world)
-            row["grad_norm_g"] = float(torch.nn.utils.clip_grad_norm_(g_params, cfg.optim.grad_clip))
+            row["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(g_params, cfg.optim.grad_clip)
             opt_g.step()
-        with torch.no_grad():  # weight EMA of the generator; codebook statistics are copied
-            params = dict(model.named_parameters())
-            for k, v in model.state_dict().items():
-                if k in params:
-                    ema[k].mul_(cfg.optim.ema_decay).add_(v.detach().float(), alpha=1 - cfg.optim.ema_decay)
-                else:
-                    ema[k].copy_(v)
+        ema_pairs.update(cfg.optim.ema_decay)
         ts.step += 1
         bar.update(1)
-        if not all(math.isfinite(v) for v in row.values()):
-            raise MimiError(f"training diverged at step {ts.step} (non-finite loss): {row}")
         last = ts.step == cfg.steps or _out_of_time(start_time, time_limit_s, world, device)
+        log_now = ts.step % cfg.log_every == 0 or ts.step % cfg.checkpoint_every == 0 or last
+        if log_now:  # divergence is caught here, before any checkpoint is written
+            values = {k: float(v) for k, v in row.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise MimiError(f"training diverged by step {ts.step} (non-finite loss): {values}")
 
         if rank == 0:
-            row["seconds"] = time.perf_counter() - step_start
-            if ts.step % cfg.log_every == 0 or last:
-                log.write(row)
+            if log_now and (ts.step % cfg.log_every == 0 or last):
+                now = time.perf_counter()
+                values["seconds"] = (now - interval_start) / max(1, ts.step - interval_step)
+                interval_start, interval_step = now, ts.step
+                log.write(values)
             if clips and (ts.step % cfg.eval_every == 0 or last):
                 last_eval = evaluate(model, ema, clips, cfg.eval_codebooks)
                 eval_log.write({"step": ts.step, **last_eval})

@@ -168,3 +168,45 @@ def test_hub_id_loads_from_the_local_hub_cache(tiny_model, tmp_path, monkeypatch
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache), raising=False)
     loaded = mimi.load("kyutai/mimi")
     assert mimi.weights_fingerprint(loaded) == mimi.weights_fingerprint(tiny_model)
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(tiny_model, tmp_path):
+    """`mimi convert --dtype float16` (how the bundled model is stored): every float tensor is
+    stored in half precision; loading builds a float32 model whose weights are those values."""
+    full = mimi.save(tiny_model, tmp_path / "full.safetensors")
+    half = mimi.convert(full, tmp_path / "half.safetensors", layout="kyutai", dtype=torch.float16)
+    stored = load_file(half)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = mimi.load(half)
+    state = loaded.state_dict()
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    for key, value in tiny_model.state_dict().items():
+        torch.testing.assert_close(state[key], value.to(torch.float16).float(), rtol=0, atol=0)
+    # fine-tuning starts from it too (the trainer's --init reads the same file)
+    from mimi.training.trainer import _build_model  # noqa: PLC0415
+
+    model = _build_model(None, half)  # type: ignore[arg-type]
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
+
+
+def test_storage_dtype_overflow_is_a_clear_error(tiny_model, tmp_path):
+    state = dict(tiny_model.state_dict())
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone().fill_(1e6)
+    with pytest.raises(mimi.MimiError, match="does not fit"):
+        mimi.checkpoint.save_state(state, tiny_model.config, tmp_path / "x.safetensors", dtype=torch.float16)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_convert_dtype(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from mimi_cli.main import main
+
+    src = mimi.save(tiny_model, tmp_path / "t.safetensors")
+    result = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "h.safetensors"), "--layout", "kyutai",
+                                       "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    assert "bfloat16" in result.output
+    assert next(iter(load_file(tmp_path / "h.safetensors").values())).dtype == torch.bfloat16

@@ -10,7 +10,7 @@ import pytest
 import mimi
 from mimi import MimiConfig, MimiError, QuantizerConfig, SeanetConfig, TransformerConfig
 
-PRESETS = ["released", "small", "tiny"]
+PRESETS = ["released", "medium", "small", "tiny"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -135,3 +135,10 @@ def test_small_preset_fits_the_bundled_model_budget():
     model = mimi.build_mimi(MimiConfig.small())
     size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     assert size <= 25 * 2**20 and model.config.quantizer.n_q == 32
+
+
+def test_medium_preset_fits_the_bundled_model_budget_in_float16():
+    model = mimi.build_mimi(MimiConfig.medium())
+    floats = [v for v in model.state_dict().values() if v.is_floating_point()]
+    assert sum(v.numel() * 2 for v in floats) <= 25 * 10**6  # stored by `mimi convert --dtype float16`
+    assert model.config.quantizer.n_q == 32 and model.config.seanet.n_filters == 32

@@ -280,3 +280,27 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(corpus, tmp_path):
     (tmp_path / "run" / "checkpoints" / "step_0000003" / "discriminator.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(MimiError, match="cannot read .*discriminator.safetensors"):
         train(tiny_config(corpus, steps=6), tmp_path / "run", resume=True)
+
+
+def test_cosine_schedule_with_warmup():
+    from mimi.training.config import OptimConfig
+
+    opt = OptimConfig(lr=1e-3, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    lrs = [opt.lr_at(step, 111) for step in range(111)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up
+    assert lrs[10] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)  # cosine down to 10 %
+    assert lrs[60] == pytest.approx(0.55e-3)  # half-way: the mean of the two ends
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert OptimConfig(lr=1e-3).lr_at(500, 1000) == 1e-3  # constant by default
+    with pytest.raises(MimiError, match="schedule"):
+        OptimConfig(schedule="linear")
+
+
+def test_cosine_schedule_is_what_the_run_uses(corpus, tmp_path):
+    from mimi.training.trainer import train
+
+    cfg = tiny_config(corpus, optim={"schedule": "cosine", "min_lr_ratio": 0.0, "lr": 1e-3})
+    train(cfg, tmp_path / "run")
+    lrs = [float(r["lr"]) for r in read_log(tmp_path / "run" / "train.csv")]
+    assert lrs == pytest.approx([cfg.optim.lr_at(s, cfg.steps) for s in range(cfg.steps)], rel=1e-5)  # CSV digits
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
