@@ -18,7 +18,7 @@ set -euo pipefail
 repo=$(pwd)
 work=/tmp/w
 run=$work/runs/stage1
-config=${CONFIG:-configs/default-model-stage1.toml}
+config=${CONFIG:-configs/medium-stage1.toml}
 export PYTHONUNBUFFERED=1
 
 environment() {
