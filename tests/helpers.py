@@ -86,6 +86,10 @@ def make_model(config: mimi.MimiConfig, num_codebooks: int = 8, seed: int = 0,
     torch.manual_seed(seed)
     model = mimi.build_mimi(config, num_codebooks=num_codebooks).eval()
     randomize_weights(model, seed)
+    # calibrated through the channels-first convs: the test models do not depend on which
+    # inference path (mimi.modules.time_major) is the default
+    model.encoder.time_major = model.decoder.time_major = False
     calibrate_codebooks(model, speech_tensor(calibrate_seconds, batch=2, seed=100 + seed), seed)
+    model.encoder.time_major = model.decoder.time_major = True
     model.requires_grad_(False)
     return model

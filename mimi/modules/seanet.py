@@ -12,6 +12,42 @@ from torch import nn
 from mimi.config import SeanetConfig
 from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from mimi.modules.streaming import StreamingContainer
+from mimi.modules.time_major import seanet_time_major, supports
+
+
+class _TimeMajorDispatch:
+    """Inference on CPU (offline and streaming) runs the stack time-major, as GEMMs
+    (`mimi.modules.time_major`): the same sums in another order, much faster than `conv1d`
+    there. Set `time_major = False` on the encoder/decoder to use the channels-first convs
+    (they share the streaming states, so a stream may switch between the two)."""
+
+    time_major: bool = True
+    chunk_frames: int = 8  # offline: run in streaming chunks of this many 25 Hz frames
+    layers: nn.Sequential
+    _input_per_frame: int  # input samples (encoder) or frames (decoder) per 25 Hz frame
+
+    def _use_time_major(self, x: torch.Tensor) -> bool:
+        if not self.time_major or x.device.type != "cpu" or torch.is_grad_enabled():
+            return False
+        ok = getattr(self, "_time_major_supported", None)
+        if ok is None:
+            ok = self._time_major_supported = supports(self.layers)
+        return ok
+
+    def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, T] channels-first (a view of time-major data is free) -> [B, C', T'].
+
+        Offline, the stack runs as a stream of `chunk_frames`-frame chunks: every activation
+        then stays a few MB (in cache, and reused by the allocator instead of fresh pages for
+        each 100 MB tensor), and the outputs are those of the whole-input pass."""
+        xt = x.transpose(1, 2)  # [B, T, C]
+        B, T, _ = xt.shape
+        chunk = self.chunk_frames * self._input_per_frame
+        if self.layers[0].is_streaming or T % self._input_per_frame or T <= chunk:
+            return seanet_time_major(self.layers, xt).transpose(1, 2)
+        with self.streaming(B):
+            parts = [seanet_time_major(self.layers, xt[:, i:i + chunk]) for i in range(0, T, chunk)]
+        return torch.cat(parts, dim=1).transpose(1, 2)
 
 
 class ResidualUnit(nn.Module):
@@ -46,7 +82,7 @@ def decoder_convtr_indices(cfg: SeanetConfig) -> list[int]:
     return [1 + 1 + k * per_stage for k in range(len(cfg.ratios))]
 
 
-class SeanetEncoder(StreamingContainer):
+class SeanetEncoder(_TimeMajorDispatch, StreamingContainer):
     """Audio [B, 1, T] -> latent [B, dimension, T / hop_length]."""
 
     def __init__(self, cfg: SeanetConfig):
@@ -64,12 +100,15 @@ class SeanetEncoder(StreamingContainer):
                    StreamingConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size,
                                    pad_mode=cfg.pad_mode)]
         self.layers = nn.Sequential(*layers)
+        self._input_per_frame = cfg.hop_length
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_time_major(x):  # [B, 1, T] is already time-major; the result is [B, D, T / hop] as a view
+            return self._forward_time_major(x)
         return self.layers(x)  # [B, 1, T] -> [B, D, T / hop]
 
 
-class SeanetDecoder(StreamingContainer):
+class SeanetDecoder(_TimeMajorDispatch, StreamingContainer):
     """Latent [B, dimension, F] -> audio [B, 1, F * hop_length]."""
 
     def __init__(self, cfg: SeanetConfig):
@@ -85,6 +124,9 @@ class SeanetDecoder(StreamingContainer):
         layers += [nn.ELU(alpha=1.0),
                    StreamingConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, pad_mode=cfg.pad_mode)]
         self.layers = nn.Sequential(*layers)
+        self._input_per_frame = 1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self._use_time_major(z):  # [B, F * hop, 1] viewed as [B, 1, F * hop]: the same memory
+            return self._forward_time_major(z)
         return self.layers(z)  # [B, D, F] -> [B, 1, F * hop]

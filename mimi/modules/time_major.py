@@ -1,0 +1,218 @@
+"""SEANet inference in time-major layout: every convolution as a few large matrix products.
+
+Why. On CPU, PyTorch's `conv1d` on Mimi's high-rate layers (64-128 channels over 480 k / 120 k
+samples for 20 s of audio) reaches only a few to a few tens of GFLOP/s. The same sums written
+as GEMMs on activations laid out [B, T, C] (time-major) run at BLAS speed, need no im2col copy
+and no padding copy, and make the phase interleave of the transposed convs free.
+
+How. With x time-major, one tap j of a causal conv (kernel k, stride s, dilation d, left
+padding P = (k - 1) d + 1 - s) adds `x[t s + j d - P] @ W_j` to output t: a strided row view
+of x (row stride s * C_in, a valid BLAS leading dimension) times W_j [C_in, C_out]. Rows whose
+source sample falls in the padding are zeros: those rows are simply skipped. When d = 1 and
+s divides k (the strided downsampling convs, kernel 2s), s consecutive taps read s consecutive
+samples, i.e. one contiguous block of s * C_in values per output: the conv is k / s GEMMs with
+an inner dimension s * C_in. A causal transposed conv (kernel n S, stride S) in polyphase form
+is `y[m S + p] = sum_j x[m - j] @ V_j[:, p]`: n GEMMs whose [T, S * C_out] result, read as
+[T * S, C_out], is already the interleaved output.
+
+Same sums as the channels-first convs, in another order: outputs agree to float rounding
+(tests compare them). Inference only (no autograd through the cached weights), offline only
+(streaming keeps its own path), `pad_mode="constant"` and `groups=1` only: `supports` says
+whether a SEANet stack can take this path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+
+__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv_transpose1d_time_major"]
+
+
+def _conv_ok(m: nn.Module) -> bool:
+    if isinstance(m, StreamingConv1d):
+        return m.pad_mode == "constant" and m.conv.groups == 1
+    if isinstance(m, StreamingConvTranspose1d):
+        return m.convtr.groups == 1
+    return True
+
+
+def supports(layers: nn.Sequential) -> bool:
+    """Whether every conv of this SEANet stack can run time-major (constant padding, groups=1)."""
+    return all(_conv_ok(m) for m in layers.modules())
+
+
+def _cached(module: nn.Module, build) -> tuple[torch.Tensor, ...]:
+    """GEMM-ready weights of `module`, rebuilt when its parameters change (in-place updates bump
+    `_version`, `load_state_dict(assign=True)` and `.to()` change the tensors themselves)."""
+    params = tuple(module.parameters(recurse=True))
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cache = getattr(module, "_time_major_cache", None)
+    if cache is not None and cache[0] == key:
+        return cache[1]
+    with torch.no_grad():
+        value = build()
+    module._time_major_cache = (key, value)
+    return value
+
+
+def _conv_weights(m: StreamingConv1d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def build():
+        w = m.conv.weight  # [C_out, C_in, k]
+        rows = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()  # [k * C_in, C_out], rows (tap, c_in)
+        return rows, None if m.conv.bias is None else m.conv.bias.detach().clone()
+
+    return _cached(m, build)
+
+
+def _convtr_weights(m: StreamingConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def build():
+        w = m.convtr.weight  # [C_in, C_out, K]
+        c_in, c_out, k = w.shape
+        S, n = m.stride, m.taps
+        w = F.pad(w, (0, n * S - k)).view(c_in, c_out, n, S)  # tap j * S + p: frame lag j, phase p
+        v = w.permute(2, 0, 3, 1).reshape(n, c_in, S * c_out).contiguous()  # V_j [C_in, S * C_out], cols (p, o)
+        bias = None if m.convtr.bias is None else m.convtr.bias.detach().repeat(S)  # [S * C_out]
+        return v, bias
+
+    return _cached(m, build)
+
+
+def _output_rows(x_rows: int, n_out: int, stride: int, offset: int) -> tuple[int, int, int]:
+    """Outputs t in [lo, hi) whose source sample t * stride + offset lies in [0, x_rows), and
+    the source sample of output lo."""
+    lo = max(0, -(offset // stride))  # ceil(-offset / stride), at least 0
+    hi = min(n_out, (x_rows - 1 - offset) // stride + 1) if x_rows - 1 - offset >= 0 else 0
+    return lo, max(lo, hi), lo * stride + offset
+
+
+def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
+    """The causal conv of `m` on time-major x [B, T, C_in] -> [B, ceil(T / s), C_out]: offline,
+    or one streaming chunk (T a multiple of s) when `m` is streaming (its state holds the left
+    context, channels-first as in the channels-first path, so both paths share states)."""
+    state = m.state
+    if state is None:
+        return _conv_rows(m, x.contiguous(), m.output_length(x.shape[1]), -m.padding_total)
+    T = x.shape[1]
+    if T % m.stride:
+        raise ValueError(f"streaming chunks must be multiples of the stride {m.stride}, got {T}")
+    state.started = True
+    pad, s, n_out = m.padding_total, m.stride, T // m.stride
+    x = x.contiguous()
+    out = _conv_rows(m, x, n_out, -pad)  # as if the stream started here (zero context)...
+    if pad > 0 and n_out > 0:
+        # ...then the first outputs, which read the carried context, again from a small
+        # [B, pad + span, C_in] piece: no copy of the whole chunk
+        edge = -(-pad // s)  # outputs that read the context
+        span = min(T, (edge - 1) * s + m.effective_kernel - pad)
+        piece = torch.cat([state.previous.transpose(1, 2), x[:, :span]], dim=1)
+        out[:, :edge] = _conv_rows(m, piece, min(edge, n_out), 0)
+        tail = torch.cat([state.previous.transpose(1, 2), x[:, -pad:]], dim=1)[:, -pad:] if T < pad else x[:, T - pad:]
+        state.previous.copy_(tail.transpose(1, 2))
+    return out
+
+
+def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int) -> torch.Tensor:
+    """out[t] = bias + sum_j x[t s + j d + base] @ W_j over the taps j (samples outside x are
+    zeros); x [B, T, C_in] contiguous -> [B, n_out, C_out]."""
+    B, T, c_in = x.shape
+    k, s, d = m.conv.kernel_size[0], m.stride, m.conv.dilation[0]
+    rows, bias = _conv_weights(m)  # [k * C_in, C_out]
+    c_out = rows.shape[1]
+    if c_in * k <= 16:  # e.g. the first encoder conv (1 channel): an explicit im2col is tiny
+        right = max(0, (n_out - 1) * s + (k - 1) * d + base + 1 - T)
+        xp = F.pad(x.transpose(1, 2), (-base, right)).transpose(1, 2)  # [B, >= span, C_in]
+        cols = xp.unfold(1, (k - 1) * d + 1, s)[:, :n_out, :, ::d].transpose(2, 3).reshape(B, n_out, k * c_in)
+        out = cols @ rows  # [B, n_out, C_out]
+        return out + bias if bias is not None else out
+    out = x.new_empty(B, n_out, c_out)
+    if d == 1 and s > 1 and k % s == 0 and T % s == 0 and base % s == 0:
+        # k / s GEMMs over blocks of s samples: tap group g of output t is block t + g + base / s
+        blocks = x.view(B, T // s, s * c_in)
+        terms = [(g * s * c_in, (g + 1) * s * c_in, g + base // s) for g in range(k // s)]
+        sources = [(blocks, lo_row, hi_row, off, 1) for lo_row, hi_row, off in terms]
+    else:  # one GEMM per tap: output t reads sample t s + j d + base
+        sources = [(x, j * c_in, (j + 1) * c_in, j * d + base, s) for j in range(k)]
+    for b in range(B):
+        _accumulate(out[b], [(src[b], rows[lo:hi], off, step) for src, lo, hi, off, step in sources], bias)
+    return out
+
+
+def _accumulate(out: torch.Tensor, terms: list, bias: torch.Tensor | None) -> None:
+    """out [n, C_out] = bias + sum over terms (src [R, K], W [K, C_out], offset, step) of
+    src[t * step + offset] @ W for the rows t whose source row exists."""
+    n = out.shape[0]
+    ranges = []
+    for src, w, offset, step in terms:
+        lo, hi, first = _output_rows(src.shape[0], n, step, offset)
+        ranges.append((lo, hi, src[first: first + (hi - lo - 1) * step + 1: step] if hi > lo else None, w))
+    full = next((i for i, (lo, hi, _, _) in enumerate(ranges) if lo == 0 and hi == n), None)
+    if full is None:  # no term covers every output: start from the bias
+        out.zero_() if bias is None else out.copy_(bias.expand_as(out))
+    else:  # the covering term first, written (not added) with the bias
+        _, _, a, w = ranges[full]
+        torch.mm(a, w, out=out) if bias is None else torch.addmm(bias, a, w, out=out)
+    for i, (lo, hi, a, w) in enumerate(ranges):
+        if i != full and hi > lo:
+            out[lo:hi].addmm_(a, w)
+
+
+def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+    """The causal transposed conv of `m`: x [B, T, C_in] -> [B, T * S, C_out], offline or one
+    streaming chunk (the state holds the last taps - 1 input frames, channels-first)."""
+    B, T, _ = x.shape
+    v, bias = _convtr_weights(m)  # [n, C_in, S * C_out]
+    n, _, width = v.shape
+    x = x.contiguous()
+    out = _phase_rows(x, v, bias, 0)  # [B, T, S * C_out], as if the stream started here
+    state = m.state
+    if state is not None and n > 1:  # the first n - 1 frames read the carried frames: redo them
+        piece = torch.cat([state.previous.transpose(1, 2), x[:, : n - 1]], dim=1)  # [B, 2 (n - 1), C_in]
+        out[:, : n - 1] = _phase_rows(piece, v, bias, n - 1)[:, : min(n - 1, T)]
+        tail = torch.cat([state.previous.transpose(1, 2), x], dim=1)[:, -(n - 1):]
+        state.previous.copy_(tail.transpose(1, 2))
+    return out.view(B, T * m.stride, width // m.stride)  # phases interleaved for free
+
+
+def _phase_rows(x: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, base: int) -> torch.Tensor:
+    """out[t] = bias + sum_j x[t + base - j] @ V_j (frames outside x are zeros) for the
+    T - base frames after the first `base`; x [B, T, C_in] -> [B, T - base, S * C_out]."""
+    B, T, _ = x.shape
+    out = x.new_empty(B, T - base, v.shape[2])
+    for b in range(B):  # output frame t reads input frame t - j (lag j) with V_j
+        _accumulate(out[b], [(x[b], v[j], base - j, 1) for j in range(v.shape[0])], bias)
+    return out
+
+
+def _elu(m: nn.ELU, x: torch.Tensor, owned: bool) -> torch.Tensor:
+    if owned and m.inplace:
+        return F.elu_(x, m.alpha)
+    return F.elu(x, m.alpha)
+
+
+def seanet_time_major(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a SEANet stack (`SeanetEncoder.layers` / `SeanetDecoder.layers`) on time-major
+    x [B, T, C] -> [B, T', C']. Call under no_grad; see `supports`."""
+    return _run(layers, x, owned=False)
+
+
+def _run(layers: nn.Sequential, x: torch.Tensor, owned: bool) -> torch.Tensor:
+    # `owned`: x is a temporary of this pass, so an in-place activation may overwrite it
+    from mimi.modules.seanet import ResidualUnit  # noqa: PLC0415 (seanet imports this module)
+
+    for layer in layers:
+        if isinstance(layer, StreamingConv1d):
+            x, owned = conv1d_time_major(layer, x), True
+        elif isinstance(layer, StreamingConvTranspose1d):
+            x, owned = conv_transpose1d_time_major(layer, x), True
+        elif isinstance(layer, nn.ELU):
+            x, owned = _elu(layer, x, owned), True
+        elif isinstance(layer, ResidualUnit):
+            y = _run(layer.block, x, owned=False)  # the skip keeps x
+            x, owned = y.add_(x), True
+        else:
+            raise TypeError(f"no time-major path for {type(layer).__name__}")
+    return x
