@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.modules.streaming import StreamingModule, StreamingState
+from mimi.modules.tensor_key import tensor_key
 
 
 @dataclass
@@ -126,7 +127,7 @@ class StreamingConvTranspose1d(StreamingModule[ConvTrState]):
         ct, S, n = self.convtr, self.stride, self.taps
         w, b = ct.weight, ct.bias
         cacheable = not (torch.is_grad_enabled() and (w.requires_grad or (b is not None and b.requires_grad)))
-        key = (w.data_ptr(), w._version, w.dtype, w.device, None if b is None else b._version)
+        key = (tensor_key(w), tensor_key(b))
         if cacheable and self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         G = ct.groups

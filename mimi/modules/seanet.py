@@ -22,7 +22,7 @@ class _TimeMajorDispatch:
     (they share the streaming states, so a stream may switch between the two)."""
 
     time_major: bool = True
-    chunk_frames: int = 8  # offline: run in streaming chunks of this many 25 Hz frames
+    chunk_frames: int = 32  # offline: run in streaming chunks of this many 25 Hz frames (1.28 s)
     layers: nn.Sequential
     _input_per_frame: int  # input samples (encoder) or frames (decoder) per 25 Hz frame
 

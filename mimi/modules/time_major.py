@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from mimi.modules.tensor_key import tensor_key
 
 __all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv_transpose1d_time_major"]
 
@@ -47,9 +48,10 @@ def supports(layers: nn.Sequential) -> bool:
 
 def _cached(module: nn.Module, build) -> tuple[torch.Tensor, ...]:
     """GEMM-ready weights of `module`, rebuilt when its parameters change (in-place updates bump
-    `_version`, `load_state_dict(assign=True)` and `.to()` change the tensors themselves)."""
+    `_version`, `load_state_dict(assign=True)` and `.to()` change the tensors themselves; see
+    `mimi.modules.tensor_key`)."""
     params = tuple(module.parameters(recurse=True))
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    key = tuple(tensor_key(p) for p in params)
     cache = getattr(module, "_time_major_cache", None)
     if cache is not None and cache[0] == key:
         return cache[1]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mimi.modules.tensor_key import tensor_key, tracks_writes
+
 
 class EmaCodebook(nn.Module):
     def __init__(self, dim: int, bins: int, epsilon: float = 1e-5):
@@ -31,7 +33,10 @@ class EmaCodebook(nn.Module):
         writes bump `_version`, reassignment changes the storage), so training stays exact while
         inference (a streaming step uses every codebook) skips the division."""
         s, u = self.embedding_sum, self.cluster_usage
-        key = (s.data_ptr(), s._version, u.data_ptr(), u._version, s.dtype, s.device)
+        if not (tracks_writes(s) and tracks_writes(u)):  # statistics made under inference mode: no cache
+            emb = s / u.clamp(min=self.epsilon)[:, None]
+            return emb, (emb * emb).sum(-1)
+        key = (tensor_key(s), tensor_key(u))
         if self._cache is None or self._cache[0] != key:
             emb = s / u.clamp(min=self.epsilon)[:, None]  # [bins, dim]
             self._cache = (key, emb, (emb * emb).sum(-1))

@@ -344,3 +344,18 @@ def test_quantize_with_zero_codebooks_raises(tiny_model):
     latent = tiny_model.encode_to_latent(torch.zeros(1, 1, 1920))
     with pytest.raises(ValueError, match="number of codebooks"):
         tiny_model.quantize(latent, 0)
+
+
+def test_a_model_cast_under_inference_mode_encodes(tiny_model, wav2, codes2):
+    """Tensors made under torch.inference_mode() have no version counter: the derived-weight
+    caches (codebooks, polyphase and time-major weights) must still work for them."""
+    import copy
+
+    with torch.inference_mode():
+        model = copy.deepcopy(tiny_model).set_dtype(torch.float32)  # every tensor re-made in inference mode
+        model.set_dtype(torch.float64).set_dtype(torch.float32)
+        assert model.quantizer.semantic.layers[0].embedding_sum.is_inference()
+        codes = model.encode(wav2)
+        audio = model.decode(codes)
+    agree = (codes == codes2).float().mean()
+    assert agree >= 0.98 and audio.shape == (2, 1, codes.shape[-1] * FRAME)
