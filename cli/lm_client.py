@@ -10,18 +10,14 @@ import asyncio
 import click
 
 from mimi_cli.common import reports_errors
+from mimi_cli.lm_dialogue import audio_io_options
 
 __all__ = ["client"]
 
 
 @click.command("client")
 @click.option("--url", default="ws://127.0.0.1:8998/", show_default=True, help="The server's WebSocket URL.")
-@click.option("--input", "input_path", required=True, metavar="WAV",
-              help="The user's side: any audio file (downmixed to mono, resampled to 24 kHz).")
-@click.option("--output", "output_path", required=True, metavar="WAV",
-              help="The model's reply, aligned with the input.")
-@click.option("--text-out", "text_path", default=None, metavar="TXT",
-              help="The model's text: one token per line, `time_s<TAB>id<TAB>text`.")
+@audio_io_options("The model's reply, aligned with the input.")
 @click.option("--stereo", is_flag=True, help="Write the user on the left and the model on the right.")
 @click.option("--fast", is_flag=True, help="Send as fast as the server answers instead of in real time.")
 @click.option("--format", "fmt", type=click.Choice(["f32le", "s16le"]), default="f32le", show_default=True,

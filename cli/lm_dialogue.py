@@ -94,6 +94,25 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def audio_io_options(output_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--input, --output (described by `output_help`) and --text-out: the files of one dialogue
+    (`moshi-lm dialogue` and `moshi-lm client`)."""
+    options = [
+        click.option("--input", "input_path", required=True, metavar="WAV",
+                     help="The user's side: any audio file (downmixed to mono, resampled to 24 kHz)."),
+        click.option("--output", "output_path", required=True, metavar="WAV", help=output_help),
+        click.option("--text-out", "text_path", default=None, metavar="TXT",
+                     help="The model's text: one token per line, `time_s<TAB>id<TAB>text`."),
+    ]
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def _load_tokenizer(path: str | None, lm_source: str) -> Any:
     if path is None:  # the LM folder may name its tokenizer (Kyutai's `tokenizer_name`)
         folder = Path(lm_source)
@@ -156,12 +175,7 @@ def _check_output(path: str, option: str) -> None:
 
 @click.command("dialogue")
 @model_options
-@click.option("--input", "input_path", required=True, metavar="WAV",
-              help="The user's side: any audio file (downmixed to mono, resampled to 24 kHz).")
-@click.option("--output", "output_path", required=True, metavar="WAV",
-              help="Stereo file: the user on the left, the model on the right, aligned.")
-@click.option("--text-out", "text_path", default=None, metavar="TXT",
-              help="The model's text: one token per line, `time_s<TAB>id<TAB>text`.")
+@audio_io_options("Stereo file: the user on the left, the model on the right, aligned.")
 @sampling_options
 @quiet_option
 @reports_errors
