@@ -25,14 +25,12 @@ class _TimeMajorDispatch:
     chunk_frames: int = 32  # offline: run in streaming chunks of this many 25 Hz frames (1.28 s)
     layers: nn.Sequential
     _input_per_frame: int  # input samples (encoder) or frames (decoder) per 25 Hz frame
+    _time_major_supported: bool  # `supports(self.layers)`, fixed at construction
 
     def _use_time_major(self, x: torch.Tensor) -> bool:
         if not self.time_major or x.device.type != "cpu" or torch.is_grad_enabled():
             return False
-        ok = getattr(self, "_time_major_supported", None)
-        if ok is None:
-            ok = self._time_major_supported = supports(self.layers)
-        return ok
+        return self._time_major_supported
 
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, T] channels-first (a view of time-major data is free) -> [B, C', T'].
@@ -101,6 +99,7 @@ class SeanetEncoder(_TimeMajorDispatch, StreamingContainer):
                                    pad_mode=cfg.pad_mode)]
         self.layers = nn.Sequential(*layers)
         self._input_per_frame = cfg.hop_length
+        self._time_major_supported = supports(self.layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_time_major(x):  # [B, 1, T] is already time-major; the result is [B, D, T / hop] as a view
@@ -125,6 +124,7 @@ class SeanetDecoder(_TimeMajorDispatch, StreamingContainer):
                    StreamingConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, pad_mode=cfg.pad_mode)]
         self.layers = nn.Sequential(*layers)
         self._input_per_frame = 1
+        self._time_major_supported = supports(self.layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self._use_time_major(z):  # [B, F * hop, 1] viewed as [B, 1, F * hop]: the same memory
