@@ -1,0 +1,111 @@
+"""The time-major CPU path against the channels-first convs, in one process on the same weights.
+
+    python benchmarks/time_major_ab.py [--threads 2] [--seconds 20] [--repeats 3] [--layers]
+
+Prints encode/decode seconds and real-time factors for `time_major=False` and for time-major
+runs with several offline chunk sizes (`chunk_frames`), interleaved round by round (medians),
+with the relative error of each against the channels-first latent/audio. `--layers` adds the
+per-conv times of the SEANet encoder (one call each, median of 3), both paths. Random
+released-architecture weights (`tests.helpers.make_model`); keep the machine otherwise quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mimi  # noqa: E402
+from mimi.modules.conv import StreamingConv1d  # noqa: E402
+from mimi.modules.seanet import ResidualUnit  # noqa: E402
+from mimi.modules.time_major import conv1d_time_major  # noqa: E402
+from tests.helpers import make_model, speechlike  # noqa: E402
+
+
+def _median_ms(fn, n: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def layers(model, wav: torch.Tensor) -> None:
+    """Per-conv times of the encoder: time-major GEMMs vs channels-first conv1d."""
+    x = wav.transpose(1, 2)  # [B, T, 1] time-major
+    for i, layer in enumerate(model.encoder.layers):
+        convs = [layer] if isinstance(layer, StreamingConv1d) else (
+            [layer.block[1], layer.block[3]] if isinstance(layer, ResidualUnit) else [])
+        h = torch.nn.functional.elu(x) if isinstance(layer, ResidualUnit) else x
+        for conv in convs:
+            cf = h.transpose(1, 2).contiguous()
+            tm_ms, cf_ms = _median_ms(lambda: conv1d_time_major(conv, h)), _median_ms(lambda: conv(cf))
+            out = conv1d_time_major(conv, h)
+            c = conv.conv
+            gflop = 2 * out.shape[1] * c.kernel_size[0] * c.in_channels * c.out_channels / 1e9
+            print(f"layer {i:2d} conv {c.in_channels}->{c.out_channels} k{c.kernel_size[0]} s{conv.stride} "
+                  f"T={h.shape[1]}: time-major {tm_ms:7.1f} ms ({gflop / tm_ms * 1e3:5.0f} GFLOP/s), "
+                  f"conv1d {cf_ms:7.1f} ms ({gflop / cf_ms * 1e3:5.0f} GFLOP/s)")
+            h = torch.nn.functional.elu(out) if conv is not convs[-1] else out
+        if isinstance(layer, StreamingConv1d):
+            x = h
+        elif isinstance(layer, ResidualUnit):
+            x = x + h
+        else:
+            x = torch.nn.functional.elu(x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunks", default="8,16,32,64")
+    ap.add_argument("--layers", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = make_model(mimi.MimiConfig.released(), num_codebooks=8, calibrate_seconds=1.0)
+    wav = torch.from_numpy(speechlike(args.seconds, seed=0))[None, None]
+    variants = [("channels-first", False, None)] + [
+        (f"time-major, chunks of {c}", True, int(c)) for c in args.chunks.split(",")]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+    with torch.inference_mode():
+        codes = model.encode(wav)
+        model.encoder.time_major = model.decoder.time_major = False
+        ref_latent, ref_audio = model.encode_to_latent(wav), model.decode(codes)
+        errors = {}
+        for _ in range(args.repeats):
+            for name, time_major, chunk in variants:
+                model.encoder.time_major = model.decoder.time_major = time_major
+                if chunk is not None:
+                    model.encoder.chunk_frames = model.decoder.chunk_frames = chunk
+                start = time.perf_counter()
+                latent = model.encode_to_latent(wav)
+                model.quantize(latent)
+                mid = time.perf_counter()
+                audio = model.decode(codes)
+                end = time.perf_counter()
+                times[name].append((mid - start, end - mid))
+                errors[name] = (float((latent - ref_latent).abs().max() / ref_latent.abs().max()),
+                                float((audio - ref_audio).abs().max() / ref_audio.abs().max()))
+        print(f"{args.seconds:g} s, {args.threads} threads, {args.repeats} interleaved rounds (medians)")
+        for name, _, _ in variants:
+            enc = statistics.median(t[0] for t in times[name])
+            dec = statistics.median(t[1] for t in times[name])
+            lat_err, audio_err = errors[name]
+            print(f"{name:28s} encode {enc:.3f} s ({args.seconds / enc:5.1f}x RT)  decode {dec:.3f} s "
+                  f"({args.seconds / dec:5.1f}x RT)  rel. err latent {lat_err:.1e} audio {audio_err:.1e}")
+        if args.layers:
+            layers(model, wav)
+
+
+if __name__ == "__main__":
+    main()
