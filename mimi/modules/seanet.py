@@ -11,6 +11,7 @@ from torch import nn
 
 from mimi.config import SeanetConfig
 from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from mimi.modules.rate_stages import plan_stages, run_stages
 from mimi.modules.streaming import StreamingContainer
 from mimi.modules.time_major import seanet_time_major, supports
 
@@ -22,7 +23,7 @@ class _TimeMajorDispatch:
     (they share the streaming states, so a stream may switch between the two)."""
 
     time_major: bool = True
-    chunk_frames: int = 32  # offline: run in streaming chunks of this many 25 Hz frames (1.28 s)
+    chunk_bytes: int = 4 << 20  # offline: activation budget of one chunk per rate stage (`mimi.modules.rate_stages`)
     layers: nn.Sequential
     _input_per_frame: int  # input samples (encoder) or frames (decoder) per 25 Hz frame
     _time_major_supported: bool  # `supports(self.layers)`, fixed at construction
@@ -35,17 +36,16 @@ class _TimeMajorDispatch:
     def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, T] channels-first (a view of time-major data is free) -> [B, C', T'].
 
-        Offline, the stack runs as a stream of `chunk_frames`-frame chunks: every activation
-        then stays a few MB (in cache, and reused by the allocator instead of fresh pages for
-        each 100 MB tensor), and the outputs are those of the whole-input pass."""
+        Offline, the stack runs as a stream whose chunks are sized per rate stage
+        (`mimi.modules.rate_stages`): activations of a few MB at the high rates (they stay in
+        cache), hundreds of frames at the low rates (large GEMMs over the large weights). The
+        outputs are those of the whole-input pass."""
         xt = x.transpose(1, 2)  # [B, T, C]
-        B, T, _ = xt.shape
-        chunk = self.chunk_frames * self._input_per_frame
-        if self.layers[0].is_streaming or T % self._input_per_frame or T <= chunk:
+        if self.layers[0].is_streaming or xt.shape[1] % self._input_per_frame:
             return seanet_time_major(self.layers, xt).transpose(1, 2)
-        with self.streaming(B):
-            parts = [seanet_time_major(self.layers, xt[:, i:i + chunk]) for i in range(0, T, chunk)]
-        return torch.cat(parts, dim=1).transpose(1, 2)
+        stages = plan_stages(self.layers, self._input_per_frame, self.chunk_bytes)
+        with self.streaming(xt.shape[0]):
+            return run_stages(stages, seanet_time_major, xt).transpose(1, 2)
 
 
 class ResidualUnit(nn.Module):
