@@ -64,6 +64,12 @@ def _cached(module: nn.Module, build) -> tuple[torch.Tensor, ...]:
     return value
 
 
+# Streaming chunks of at most SMALL_CHUNK x the context rows are computed from [context; chunk]
+# (one copy of a small chunk, one set of GEMMs); larger ones (offline stages) compute the
+# chunk in place and redo only the outputs that read the context.
+SMALL_CHUNK = 8
+
+
 def _conv_weights(m: StreamingConv1d) -> tuple[torch.Tensor, torch.Tensor | None]:
     def build():
         w = m.conv.weight  # [C_out, C_in, k]
@@ -107,6 +113,10 @@ def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
     state.started = True
     pad, s, n_out = m.padding_total, m.stride, T // m.stride
     x = x.contiguous()
+    if 0 < T <= SMALL_CHUNK * pad:  # a few rows (streaming frame by frame): one pass over [context; chunk]
+        full = torch.cat([state.previous.transpose(1, 2), x], dim=1)  # [B, pad + T, C_in]
+        state.previous.copy_(full[:, T:].transpose(1, 2))
+        return _conv_rows(m, full, n_out, 0)
     out = _conv_rows(m, x, n_out, -pad)  # as if the stream started here (zero context)...
     if pad > 0 and n_out > 0:
         # ...then the first outputs, which read the carried context, again from a small
@@ -135,6 +145,8 @@ def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int) -> to
         for b in range(B):
             torch.mm(cols[b], rows, out=out[b]) if bias is None else torch.addmm(bias, cols[b], rows, out=out[b])
         return out
+    if c_out * k <= 16:  # e.g. the last decoder conv (1 channel): one GEMM reads x once for all taps
+        return _shifted_tap_sums(x, rows.view(k, c_in, c_out), bias, s, d, base, out)
     if d == 1 and s > 1 and k % s == 0 and T % s == 0 and base % s == 0:
         # k / s GEMMs over blocks of s samples: tap group g of output t is block t + g + base / s
         blocks = x.view(B, T // s, s * c_in)
@@ -144,6 +156,23 @@ def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int) -> to
         sources = [(x, j * c_in, (j + 1) * c_in, j * d + base, s) for j in range(k)]
     for b in range(B):
         _accumulate(out[b], [(src[b], rows[lo:hi], off, step) for src, lo, hi, off, step in sources], bias)
+    return out
+
+
+def _shifted_tap_sums(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, s: int, d: int, base: int,
+                      out: torch.Tensor) -> torch.Tensor:
+    """A conv with few outputs: y = x @ [W_0 ... W_{k-1}] ([T, k * C_out], one pass over x instead
+    of one GEMM per tap with a handful of columns), then out[t] = bias + sum_j y[t s + j d + base, j]."""
+    k, c_in, c_out = w.shape  # taps, [C_in, C_out] each
+    stacked = w.permute(1, 0, 2).reshape(c_in, k * c_out)  # columns (tap, c_out)
+    n = out.shape[1]
+    for b in range(x.shape[0]):
+        y = x[b] @ stacked  # [T, k * C_out]
+        out[b].zero_() if bias is None else out[b].copy_(bias.expand(n, c_out))
+        for j in range(k):
+            lo, hi, first = _output_rows(y.shape[0], n, s, j * d + base)
+            if hi > lo:
+                out[b, lo:hi].add_(y[first: first + (hi - lo - 1) * s + 1: s, j * c_out:(j + 1) * c_out])
     return out
 
 
@@ -173,13 +202,17 @@ def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor) ->
     v, bias = _convtr_weights(m)  # [n, C_in, S * C_out]
     n, _, width = v.shape
     x = x.contiguous()
-    out = _phase_rows(x, v, bias, 0)  # [B, T, S * C_out], as if the stream started here
     state = m.state
+    if state is not None and n > 1 and 0 < T <= SMALL_CHUNK * (n - 1):  # a few frames: one pass over [context; chunk]
+        full = torch.cat([state.previous.transpose(1, 2), x], dim=1)  # [B, n - 1 + T, C_in]
+        state.previous.copy_(full[:, T:].transpose(1, 2))
+        return _phase_rows(full, v, bias, n - 1).view(B, T * m.stride, width // m.stride)
+    out = _phase_rows(x, v, bias, 0)  # [B, T, S * C_out], as if the stream started here
     if state is not None and n > 1:  # the first n - 1 frames read the carried frames: redo them
         piece = torch.cat([state.previous.transpose(1, 2), x[:, : n - 1]], dim=1)  # [B, 2 (n - 1), C_in]
         out[:, : n - 1] = _phase_rows(piece, v, bias, n - 1)[:, : min(n - 1, T)]
-        tail = torch.cat([state.previous.transpose(1, 2), x], dim=1)[:, -(n - 1):]
-        state.previous.copy_(tail.transpose(1, 2))
+        tail = x[:, T - (n - 1):] if T >= n - 1 else torch.cat([state.previous.transpose(1, 2), x], dim=1)[:, -(n - 1):]
+        state.previous.copy_(tail.transpose(1, 2))  # the last n - 1 frames, without copying the chunk
     return out.view(B, T * m.stride, width // m.stride)  # phases interleaved for free
 
 
