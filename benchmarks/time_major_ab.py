@@ -1,10 +1,11 @@
 """The time-major CPU path against the channels-first convs, in one process on the same weights.
 
-    python benchmarks/time_major_ab.py [--threads 2] [--seconds 20] [--repeats 3] [--layers]
+    python benchmarks/time_major_ab.py [--threads 2] [--seconds 20] [--repeats 5] [--layers]
 
 Prints encode/decode seconds and real-time factors for `time_major=False` and for time-major
-runs with several offline chunk sizes (`chunk_frames`), interleaved round by round (medians),
-with the relative error of each against the channels-first latent/audio. `--layers` adds the
+runs with several per-stage chunk budgets (`chunk_bytes`, see `mimi.modules.rate_stages`; the
+largest, 1 GB, runs each rate stage over the whole 20 s at once), interleaved round by round
+(medians), with the relative error of each against the channels-first latent/audio. `--layers` adds the
 per-conv times of the SEANet encoder (one call each, median of 3), both paths. Random
 released-architecture weights (`tests.helpers.make_model`); keep the machine otherwise quiet.
 """
@@ -67,15 +68,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunks", default="8,16,32,64")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--chunk-kb", default="1024,2048,4096,8192,1048576",
+                    help="per-stage chunk budgets to compare, KB (the default is 4096)")
     ap.add_argument("--layers", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = make_model(mimi.MimiConfig.released(), num_codebooks=8, calibrate_seconds=1.0)
     wav = torch.from_numpy(speechlike(args.seconds, seed=0))[None, None]
     variants = [("channels-first", False, None)] + [
-        (f"time-major, chunks of {c}", True, int(c)) for c in args.chunks.split(",")]
+        (f"time-major, stage chunks {int(kb)} KB", True, int(kb) << 10) for kb in args.chunk_kb.split(",")]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
     with torch.inference_mode():
         codes = model.encode(wav)
@@ -86,7 +88,7 @@ def main() -> None:
             for name, time_major, chunk in variants:
                 model.encoder.time_major = model.decoder.time_major = time_major
                 if chunk is not None:
-                    model.encoder.chunk_frames = model.decoder.chunk_frames = chunk
+                    model.encoder.chunk_bytes = model.decoder.chunk_bytes = chunk
                 start = time.perf_counter()
                 latent = model.encode_to_latent(wav)
                 model.quantize(latent)
@@ -101,7 +103,7 @@ def main() -> None:
             enc = statistics.median(t[0] for t in times[name])
             dec = statistics.median(t[1] for t in times[name])
             lat_err, audio_err = errors[name]
-            print(f"{name:28s} encode {enc:.3f} s ({args.seconds / enc:5.1f}x RT)  decode {dec:.3f} s "
+            print(f"{name:36s} encode {enc:.3f} s ({args.seconds / enc:5.1f}x RT)  decode {dec:.3f} s "
                   f"({args.seconds / dec:5.1f}x RT)  rel. err latent {lat_err:.1e} audio {audio_err:.1e}")
         if args.layers:
             layers(model, wav)
