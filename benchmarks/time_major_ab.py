@@ -1,12 +1,13 @@
 """The time-major CPU path against the channels-first convs, in one process on the same weights.
 
-    python benchmarks/time_major_ab.py [--threads 2] [--seconds 20] [--repeats 5] [--layers]
+    python benchmarks/time_major_ab.py [--threads 2] [--seconds 20] [--repeats 5] [--stages] [--layers]
 
 Prints encode/decode seconds and real-time factors for `time_major=False` and for time-major
 runs with several per-stage chunk budgets (`chunk_bytes`, see `mimi.modules.rate_stages`; the
 largest, 1 GB, runs each rate stage over the whole 20 s at once), interleaved round by round
-(medians), with the relative error of each against the channels-first latent/audio. `--layers` adds the
-per-conv times of the SEANet encoder (one call each, median of 3), both paths. Random
+(medians), with the relative error of each against the channels-first latent/audio. `--layers`
+adds the per-conv times of the SEANet encoder (one call each, median of 3), both paths; `--stages` the time
+and GFLOP/s of each rate stage of the encoder and decoder at the default budget. Random
 released-architecture weights (`tests.helpers.make_model`); keep the machine otherwise quiet.
 """
 
@@ -23,9 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mimi  # noqa: E402
-from mimi.modules.conv import StreamingConv1d  # noqa: E402
+from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d  # noqa: E402
 from mimi.modules.seanet import ResidualUnit  # noqa: E402
-from mimi.modules.time_major import conv1d_time_major  # noqa: E402
+from mimi.modules.rate_stages import plan_stages, run_stages  # noqa: E402
+from mimi.modules.time_major import conv1d_time_major, seanet_time_major  # noqa: E402
 from tests.helpers import make_model, speechlike  # noqa: E402
 
 
@@ -64,6 +66,53 @@ def layers(model, wav: torch.Tensor) -> None:
             x = torch.nn.functional.elu(x)
 
 
+def _stage_gflop(layers, rows: int) -> float:
+    """Multiply-add FLOPs of a stage's convs for `rows` input rows, in GFLOP."""
+    flop = 0
+    for layer in layers:
+        for m in layer.modules():
+            if isinstance(m, StreamingConv1d):
+                rows //= m.stride
+                c = m.conv
+                flop += 2 * rows * c.kernel_size[0] * c.in_channels * c.out_channels
+            elif isinstance(m, StreamingConvTranspose1d):
+                c = m.convtr
+                flop += 2 * rows * c.in_channels * c.out_channels * c.kernel_size[0]
+                rows *= m.stride
+    return flop / 1e9
+
+
+def stages(model, wav: torch.Tensor, codes: torch.Tensor) -> None:
+    """Time and GFLOP/s of each rate stage (summed over its chunks) of the encoder and decoder
+    SEANet at the default chunk budget; median of 3 calls after a warm-up."""
+    latent = model.decoder_transformer(model.upsample(model.dequantize(codes)))
+    for side, stack, x, rows in (("encoder", model.encoder, wav.transpose(1, 2), model.encoder._input_per_frame),
+                                 ("decoder", model.decoder, latent.transpose(1, 2), 1)):
+        plan = plan_stages(stack.layers, rows, stack.chunk_bytes)
+        spent: list[list[float]] = [[] for _ in plan]
+        for rep in range(4):
+            acc = [0.0] * len(plan)
+
+            def run(layers, chunk, acc=acc):
+                i = next(j for j, st in enumerate(plan) if st.layers is layers)
+                start = time.perf_counter()
+                out = seanet_time_major(layers, chunk)
+                acc[i] += time.perf_counter() - start
+                return out
+
+            with stack.streaming(x.shape[0]):
+                run_stages(plan, run, x)
+            if rep:  # the first call warms up
+                for i, t in enumerate(acc):
+                    spent[i].append(t)
+        frames = x.shape[1] // rows
+        for i, st in enumerate(plan):
+            t, gflop = statistics.median(spent[i]), _stage_gflop(st.layers, frames * st.rows_per_frame)
+            print(f"{side} stage {i}: {st.rows_per_frame:4d} rows/frame, chunks of "
+                  f"{st.chunk_rows // st.rows_per_frame:3d} frames: {1000 * t:6.1f} ms, {gflop:5.1f} GFLOP "
+                  f"({gflop / t:4.0f} GFLOP/s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -72,6 +121,7 @@ def main() -> None:
     ap.add_argument("--chunk-kb", default="1024,2048,4096,8192,1048576",
                     help="per-stage chunk budgets to compare, KB (the default is 4096)")
     ap.add_argument("--layers", action="store_true")
+    ap.add_argument("--stages", action="store_true", help="per rate stage times and GFLOP/s")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = make_model(mimi.MimiConfig.released(), num_codebooks=8, calibrate_seconds=1.0)
@@ -105,6 +155,10 @@ def main() -> None:
             lat_err, audio_err = errors[name]
             print(f"{name:36s} encode {enc:.3f} s ({args.seconds / enc:5.1f}x RT)  decode {dec:.3f} s "
                   f"({args.seconds / dec:5.1f}x RT)  rel. err latent {lat_err:.1e} audio {audio_err:.1e}")
+        if args.stages:
+            model.encoder.time_major = model.decoder.time_major = True
+            del model.encoder.chunk_bytes, model.decoder.chunk_bytes  # back to the class default
+            stages(model, wav, codes)
         if args.layers:
             layers(model, wav)
 
