@@ -88,6 +88,8 @@ class MimiModel(StreamingContainer):
         if wav.dim() != 3 or wav.shape[1] != 1:
             raise ValueError(f"audio must be [B, 1, T] (mono, 24 kHz), got {tuple(wav.shape)}")
         T = wav.shape[-1]
+        if T == 0 and not self.is_streaming:
+            raise ValueError("audio is empty (0 samples)")
         if self.is_streaming:
             if T % self.frame_size:
                 raise ValueError(f"streaming chunks must be multiples of {self.frame_size} samples, got {T}")

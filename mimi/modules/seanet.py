@@ -41,7 +41,7 @@ class _TimeMajorDispatch:
         cache), hundreds of frames at the low rates (large GEMMs over the large weights). The
         outputs are those of the whole-input pass."""
         xt = x.transpose(1, 2)  # [B, T, C]
-        if self.layers[0].is_streaming or xt.shape[1] % self._input_per_frame:
+        if self.layers[0].is_streaming or xt.shape[1] % self._input_per_frame or not xt.shape[1]:
             return seanet_time_major(self.layers, xt).transpose(1, 2)
         stages = plan_stages(self.layers, self._input_per_frame, self.chunk_bytes)
         with self.streaming(xt.shape[0]):

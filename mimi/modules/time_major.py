@@ -228,7 +228,7 @@ def _phase_rows(x: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, bas
 
 def elu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1): four vectorised passes that run about
-    1.5-2x faster than `F.elu` on CPU (whose expm1 is slow). Differs from `F.elu` by at most
+    1.5x faster than `F.elu` on CPU (whose expm1 is slow). Differs from `F.elu` by at most
     ~5e-8 in absolute value (exp(x) - 1 near 0, where both are ~1e-7 from the exact value):
     rounding noise at the scale of the activations, as the GEMM order is."""
     y = torch.clamp_max(x, 0.0).exp_().sub_(1.0)  # exp(min(x, 0)) - 1

@@ -284,6 +284,11 @@ def test_bad_audio_shape_raises(tiny_model, shape):
             tiny_model.encode(torch.zeros(shape))
 
 
+def test_empty_audio_raises(tiny_model):
+    with pytest.raises(ValueError, match="empty"):
+        tiny_model.encode(torch.zeros(1, 1, 0))
+
+
 def test_set_num_codebooks(tiny_model, wav2, codes2):
     n_q = tiny_model.total_codebooks
     assert n_q == 8 and tiny_model.num_codebooks == 8
