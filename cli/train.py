@@ -19,7 +19,8 @@ from mimi_cli.common import quiet_option, reports_errors
               help="Continue the run in this folder from its latest checkpoint (steps come from CONFIG).")
 @click.option("--init", "init_source", default=None, metavar="SRC",
               help="Start from these codec weights (Kyutai file, transformers folder or hub id), or "
-                   "'default': the bundled model and its discriminator.")
+                   "'default': the bundled model and its discriminator. Their architecture replaces "
+                   "CONFIG's model (recorded in config.resolved.json; --resume keeps it).")
 @click.option("--init-discriminator", "init_disc", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Start the discriminator from this discriminator.safetensors [default: fresh, or the "
                    "bundled one with --init default].")

@@ -16,6 +16,8 @@ layout with our config, plus the discriminator).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import time
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from mimi.checkpoint import save_state
+from mimi.config import MimiConfig
 from mimi.checkpoint.loading import read_checkpoint, read_safetensors, resolve_source
 from mimi.devices import resolve_device
 from mimi.errors import MimiError
@@ -168,6 +171,19 @@ def _load_discriminator(disc: MultiScaleSTFTDiscriminator, path: Path) -> None:
         raise MimiError(f"{path}: not weights of this discriminator ({first})") from None
 
 
+def _run_architecture(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """On resume: the architecture the run was started with (its config.resolved.json), which
+    is the `--init` weights' one when they differed from CONFIG's `model`."""
+    resolved = out / "config.resolved.json"
+    if not resolved.is_file():
+        return cfg
+    try:
+        recorded = MimiConfig.from_dict(json.loads(resolved.read_text())["model"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MimiError(f"{resolved}: unreadable model section ({exc})") from None
+    return cfg if recorded == cfg.model else dataclasses.replace(cfg, model=recorded)
+
+
 def _build_model(cfg: TrainConfig, init: Path | None) -> MimiModel:
     if init is None:
         return build_mimi(cfg.model, num_codebooks=min(8, cfg.model.quantizer.n_q))
@@ -237,7 +253,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     torch.manual_seed(cfg.seed)
 
     init_model, init_disc = _init_sources(init, init_discriminator)
+    if resume:
+        cfg = _run_architecture(cfg, out)
     model = _build_model(cfg, init_model).to(device).train()
+    if model.config != cfg.model:  # --init weights define the architecture: record it (resolved config, resume)
+        cfg = dataclasses.replace(cfg, model=model.config)
     if cfg.num_codebooks > model.config.quantizer.n_q:
         raise MimiError(f"the model has {model.config.quantizer.n_q} codebooks, config asks {cfg.num_codebooks}")
     disc = MultiScaleSTFTDiscriminator()

@@ -156,6 +156,21 @@ def test_init_from_released_layout_weights(corpus, tmp_path, tiny_model):
     assert report.steps_done == 1
 
 
+def test_init_weights_define_the_architecture_and_resume_keeps_it(corpus, tmp_path, tiny_model):
+    """CONFIG says `small`, the --init weights are `tiny`: the run trains the tiny model, its
+    resolved config says so, and --resume with the same CONFIG continues that model."""
+    from mimi.training.trainer import train
+
+    src = mimi.save(tiny_model, tmp_path / "init.safetensors")
+    cfg = tiny_config(corpus, model="small", steps=2, checkpoint_every=1)
+    train(cfg, tmp_path / "ft", init=str(src))
+    resolved = json.loads((tmp_path / "ft" / "config.resolved.json").read_text())
+    assert mimi.MimiConfig.from_dict(resolved["model"]) == tiny_model.config
+    report = train(tiny_config(corpus, model="small", steps=3, checkpoint_every=1), tmp_path / "ft", resume=True)
+    assert report.resumed_from == 2 and report.steps_done == 3
+    assert mimi.load(report.final_model).config == tiny_model.config
+
+
 def test_time_limit_stops_at_a_step_boundary_and_resume_is_exact(corpus, tmp_path):
     """`time_limit_s` stops after the first step past the limit with a checkpoint and final/
     written; resuming to the configured steps gives the uninterrupted run's weights."""
