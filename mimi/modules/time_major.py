@@ -73,7 +73,9 @@ SMALL_CHUNK = 8
 def _conv_weights(m: StreamingConv1d) -> tuple[torch.Tensor, torch.Tensor | None]:
     def build():
         w = m.conv.weight  # [C_out, C_in, k]
-        rows = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()  # [k * C_in, C_out], rows (tap, c_in)
+        # [k * C_in, C_out], rows (tap, c_in), as the transposed view of a contiguous [C_out, k * C_in]:
+        # the same speed for long inputs, ~1.8x faster when a streaming step has 1-4 rows
+        rows = w.permute(0, 2, 1).reshape(w.shape[0], -1).contiguous().t()
         return rows, None if m.conv.bias is None else m.conv.bias.detach().clone()
 
     return _cached(m, build)
@@ -85,7 +87,8 @@ def _convtr_weights(m: StreamingConvTranspose1d) -> tuple[torch.Tensor, torch.Te
         c_in, c_out, k = w.shape
         S, n = m.stride, m.taps
         w = F.pad(w, (0, n * S - k)).view(c_in, c_out, n, S)  # tap j * S + p: frame lag j, phase p
-        v = w.permute(2, 0, 3, 1).reshape(n, c_in, S * c_out).contiguous()  # V_j [C_in, S * C_out], cols (p, o)
+        # V_j [C_in, S * C_out], cols (p, o), stored transposed as for the convs
+        v = w.permute(2, 3, 1, 0).reshape(n, S * c_out, c_in).contiguous().transpose(1, 2)
         bias = None if m.convtr.bias is None else m.convtr.bias.detach().repeat(S)  # [S * C_out]
         return v, bias
 
@@ -146,7 +149,7 @@ def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int) -> to
             torch.mm(cols[b], rows, out=out[b]) if bias is None else torch.addmm(bias, cols[b], rows, out=out[b])
         return out
     if c_out * k <= 16:  # e.g. the last decoder conv (1 channel): one GEMM reads x once for all taps
-        return _shifted_tap_sums(x, rows.view(k, c_in, c_out), bias, s, d, base, out)
+        return _shifted_tap_sums(x, rows.reshape(k, c_in, c_out), bias, s, d, base, out)
     if d == 1 and s > 1 and k % s == 0 and T % s == 0 and base % s == 0:
         # k / s GEMMs over blocks of s samples: tap group g of output t is block t + g + base / s
         blocks = x.view(B, T // s, s * c_in)
