@@ -124,12 +124,11 @@ def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
     if pad > 0 and n_out > 0:
         # ...then the first outputs, which read the carried context, again from a small
         # [B, pad + span, C_in] piece: no copy of the whole chunk
+        # (T > SMALL_CHUNK * pad here, so the chunk holds all `edge` of them and the last pad rows)
         edge = -(-pad // s)  # outputs that read the context
-        span = min(T, (edge - 1) * s + m.effective_kernel - pad)
-        piece = torch.cat([state.previous.transpose(1, 2), x[:, :span]], dim=1)
-        out[:, :edge] = _conv_rows(m, piece, min(edge, n_out), 0)
-        tail = torch.cat([state.previous.transpose(1, 2), x[:, -pad:]], dim=1)[:, -pad:] if T < pad else x[:, T - pad:]
-        state.previous.copy_(tail.transpose(1, 2))
+        piece = torch.cat([state.previous.transpose(1, 2), x[:, :edge * s]], dim=1)  # their inputs
+        out[:, :edge] = _conv_rows(m, piece, edge, 0)
+        state.previous.copy_(x[:, T - pad:].transpose(1, 2))
     return out
 
 
@@ -213,9 +212,8 @@ def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor) ->
     out = _phase_rows(x, v, bias, 0)  # [B, T, S * C_out], as if the stream started here
     if state is not None and n > 1:  # the first n - 1 frames read the carried frames: redo them
         piece = torch.cat([state.previous.transpose(1, 2), x[:, : n - 1]], dim=1)  # [B, 2 (n - 1), C_in]
-        out[:, : n - 1] = _phase_rows(piece, v, bias, n - 1)[:, : min(n - 1, T)]
-        tail = x[:, T - (n - 1):] if T >= n - 1 else torch.cat([state.previous.transpose(1, 2), x], dim=1)[:, -(n - 1):]
-        state.previous.copy_(tail.transpose(1, 2))  # the last n - 1 frames, without copying the chunk
+        out[:, : n - 1] = _phase_rows(piece, v, bias, n - 1)  # (T > SMALL_CHUNK * (n - 1) here)
+        state.previous.copy_(x[:, T - (n - 1):].transpose(1, 2))  # the last n - 1 frames
     return out.view(B, T * m.stride, width // m.stride)  # phases interleaved for free
 
 
