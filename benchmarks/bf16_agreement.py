@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,16 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import mimi  # noqa: E402
 from tests.helpers import make_model, speechlike  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds  # noqa: E402 (benchmarks/timing.py)
 
 
 def main() -> None:
@@ -62,8 +51,8 @@ def main() -> None:
         for name, model, x in (("fp32", fp32, wav), ("bf16", bf16, wav.to(torch.bfloat16))):
             model.set_num_codebooks(8)
             c = model.encode(x)
-            rtf[name] = {"encode": args.seconds / timed(lambda: model.encode(x), args.repeats),
-                         "decode": args.seconds / timed(lambda: model.decode(c), args.repeats)}
+            rtf[name] = {"encode": args.seconds / median_seconds(lambda: model.encode(x), args.repeats),
+                         "decode": args.seconds / median_seconds(lambda: model.decode(c), args.repeats)}
     record = {"date": datetime.date.today().isoformat(), "command": " ".join([sys.executable, *sys.argv]),
               "seconds": args.seconds, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "agreement_per_level": agree, "decode_snr_db": snr, "rtf_batch1_8codebooks": rtf}

@@ -29,16 +29,7 @@ from mimi.modules.seanet import ResidualUnit  # noqa: E402
 from mimi.modules.rate_stages import plan_stages, run_stages  # noqa: E402
 from mimi.modules.time_major import conv1d_time_major, seanet_time_major  # noqa: E402
 from tests.helpers import make_model, speechlike  # noqa: E402
-
-
-def _median_ms(fn, n: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+from timing import median_seconds  # noqa: E402 (benchmarks/timing.py)
 
 
 def layers(model, wav: torch.Tensor) -> None:
@@ -50,7 +41,7 @@ def layers(model, wav: torch.Tensor) -> None:
         h = torch.nn.functional.elu(x) if isinstance(layer, ResidualUnit) else x
         for conv in convs:
             cf = h.transpose(1, 2).contiguous()
-            tm_ms, cf_ms = _median_ms(lambda: conv1d_time_major(conv, h)), _median_ms(lambda: conv(cf))
+            tm_ms, cf_ms = (1000 * median_seconds(fn, 3) for fn in (lambda: conv1d_time_major(conv, h), lambda: conv(cf)))
             out = conv1d_time_major(conv, h)
             c = conv.conv
             gflop = 2 * out.shape[1] * c.kernel_size[0] * c.in_channels * c.out_channels / 1e9
