@@ -15,8 +15,10 @@ an inner dimension s * C_in. A causal transposed conv (kernel n S, stride S) in 
 is `y[m S + p] = sum_j x[m - j] @ V_j[:, p]`: n GEMMs whose [T, S * C_out] result, read as
 [T * S, C_out], is already the interleaved output.
 
-Same sums as the channels-first convs, in another order, and ELU from `exp` instead of the
-slow `expm1` (`elu`): outputs agree to float rounding (tests compare them). Offline or one
+Same sums as the channels-first convs, in another order. Between the GEMMs, each conv's bias,
+the ELUs and the residual skip adds run as one fused pass per activation
+(`mimi.modules.fused_cpu`: compiled at first use, else the same as torch ops), ELU from `exp`
+instead of the slow `expm1`: outputs agree to float rounding (tests compare them). Offline or one
 streaming chunk at a time (the convs' states are shared with the channels-first path).
 Inference only (no autograd through the cached weights), `pad_mode="constant"` and `groups=1`
 only: `supports` says whether a SEANet stack can take this path.
@@ -31,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from mimi.modules.fused_cpu import add_elu, elu
 from mimi.modules.tensor_key import tensor_key
 
-__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv_transpose1d_time_major"]
+__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv_transpose1d_time_major", "elu"]
 
 
 def _conv_ok(m: nn.Module) -> bool:
@@ -103,13 +106,14 @@ def _output_rows(x_rows: int, n_out: int, stride: int, offset: int) -> tuple[int
     return lo, max(lo, hi), lo * stride + offset
 
 
-def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
+def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
     """The causal conv of `m` on time-major x [B, T, C_in] -> [B, ceil(T / s), C_out]: offline,
     or one streaming chunk (T a multiple of s) when `m` is streaming (its state holds the left
-    context, channels-first as in the channels-first path, so both paths share states)."""
+    context, channels-first as in the channels-first path, so both paths share states).
+    `with_bias=False` leaves the bias out (the caller adds it in a fused pass)."""
     state = m.state
     if state is None:
-        return _conv_rows(m, x.contiguous(), m.output_length(x.shape[1]), -m.padding_total)
+        return _conv_rows(m, x.contiguous(), m.output_length(x.shape[1]), -m.padding_total, with_bias)
     T = x.shape[1]
     if T % m.stride:
         raise ValueError(f"streaming chunks must be multiples of the stride {m.stride}, got {T}")
@@ -119,25 +123,26 @@ def conv1d_time_major(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor:
     if 0 < T <= SMALL_CHUNK * pad:  # a few rows (streaming frame by frame): one pass over [context; chunk]
         full = torch.cat([state.previous.transpose(1, 2), x], dim=1)  # [B, pad + T, C_in]
         state.previous.copy_(full[:, T:].transpose(1, 2))
-        return _conv_rows(m, full, n_out, 0)
-    out = _conv_rows(m, x, n_out, -pad)  # as if the stream started here (zero context)...
+        return _conv_rows(m, full, n_out, 0, with_bias)
+    out = _conv_rows(m, x, n_out, -pad, with_bias)  # as if the stream started here (zero context)...
     if pad > 0 and n_out > 0:
         # ...then the first outputs, which read the carried context, again from a small
         # [B, pad + span, C_in] piece: no copy of the whole chunk
         # (T > SMALL_CHUNK * pad here, so the chunk holds all `edge` of them and the last pad rows)
         edge = -(-pad // s)  # outputs that read the context
         piece = torch.cat([state.previous.transpose(1, 2), x[:, :edge * s]], dim=1)  # their inputs
-        out[:, :edge] = _conv_rows(m, piece, edge, 0)
+        out[:, :edge] = _conv_rows(m, piece, edge, 0, with_bias)
         state.previous.copy_(x[:, T - pad:].transpose(1, 2))
     return out
 
 
-def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int) -> torch.Tensor:
+def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int, with_bias: bool) -> torch.Tensor:
     """out[t] = bias + sum_j x[t s + j d + base] @ W_j over the taps j (samples outside x are
     zeros); x [B, T, C_in] contiguous -> [B, n_out, C_out]."""
     B, T, c_in = x.shape
     k, s, d = m.conv.kernel_size[0], m.stride, m.conv.dilation[0]
     rows, bias = _conv_weights(m)  # [k * C_in, C_out]
+    bias = bias if with_bias else None
     c_out = rows.shape[1]
     out = x.new_empty(B, n_out, c_out)
     if c_in * k <= 16:  # e.g. the first encoder conv (1 channel): an explicit im2col is tiny
@@ -197,11 +202,13 @@ def _accumulate(out: torch.Tensor, terms: list, bias: torch.Tensor | None) -> No
             out[lo:hi].addmm_(a, w)
 
 
-def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
+def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
     """The causal transposed conv of `m`: x [B, T, C_in] -> [B, T * S, C_out], offline or one
-    streaming chunk (the state holds the last taps - 1 input frames, channels-first)."""
+    streaming chunk (the state holds the last taps - 1 input frames, channels-first).
+    `with_bias=False` leaves the bias out (the caller adds it in a fused pass)."""
     B, T, _ = x.shape
     v, bias = _convtr_weights(m)  # [n, C_in, S * C_out]
+    bias = bias if with_bias else None
     n, _, width = v.shape
     x = x.contiguous()
     state = m.state
@@ -227,43 +234,81 @@ def _phase_rows(x: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, bas
     return out
 
 
-def elu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """ELU (alpha 1) as max(x, exp(min(x, 0)) - 1): four vectorised passes that run about
-    1.5x faster than `F.elu` on CPU (whose expm1 is slow). Differs from `F.elu` by at most
-    ~5e-8 in absolute value (exp(x) - 1 near 0, where both are ~1e-7 from the exact value):
-    rounding noise at the scale of the activations, as the GEMM order is."""
-    y = torch.clamp_max(x, 0.0).exp_().sub_(1.0)  # exp(min(x, 0)) - 1
-    return torch.maximum(x, y, out=x if inplace else y)
-
-
-def _elu(m: nn.ELU, x: torch.Tensor, owned: bool) -> torch.Tensor:
-    if m.alpha != 1.0:
-        return F.elu_(x, m.alpha) if owned and m.inplace else F.elu(x, m.alpha)
-    return elu(x, inplace=owned and m.inplace)
-
-
 def seanet_time_major(layers: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """Run a SEANet stack (`SeanetEncoder.layers` / `SeanetDecoder.layers`, or a run of its
     layers) on time-major x [B, T, C] -> [B, T', C']. Call under no_grad; see `supports`."""
-    return _run(layers, x, owned=False)
+    return _run(list(layers), x, owned=False)
 
 
-def _run(layers: Iterable[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
-    # `owned`: x is a temporary of this pass, so an in-place activation may overwrite it. New
-    # tensors for every result, not reused buffers: the allocator hands back the memory just
-    # freed, still in cache (per-layer buffers measured ~8% slower).
+def _bias(m: StreamingConv1d | StreamingConvTranspose1d) -> torch.Tensor | None:
+    conv = m.conv if isinstance(m, StreamingConv1d) else m.convtr
+    return None if conv.bias is None else conv.bias.detach()  # [C_out]
+
+
+def _fusable_elu(m: nn.Module | None) -> bool:
+    return isinstance(m, nn.ELU) and m.alpha == 1.0
+
+
+def _fusable_residual(m: nn.Module | None) -> bool:
+    """A unit ELU, conv, ELU, conv (with a skip): its elementwise work runs as fused passes."""
     from mimi.modules.seanet import ResidualUnit  # noqa: PLC0415 (seanet imports this module)
 
-    for layer in layers:
-        if isinstance(layer, StreamingConv1d):
-            x, owned = conv1d_time_major(layer, x), True
-        elif isinstance(layer, StreamingConvTranspose1d):
-            x, owned = conv_transpose1d_time_major(layer, x), True
-        elif isinstance(layer, nn.ELU):
-            x, owned = _elu(layer, x, owned), True
+    if not isinstance(m, ResidualUnit) or len(m.block) != 4:
+        return False
+    e1, c1, e2, c2 = m.block
+    return _fusable_elu(e1) and _fusable_elu(e2) and isinstance(c1, StreamingConv1d) and isinstance(c2, StreamingConv1d)
+
+
+def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
+    # `owned`: x is a temporary of this pass, so it may be overwritten. New tensors for every
+    # result, not reused buffers: the allocator hands back the memory just freed, still in cache
+    # (per-layer buffers measured ~8% slower). A conv followed by an ELU or a residual unit
+    # leaves its bias out: the fused pass that follows adds it (`mimi.modules.fused_cpu`).
+    from mimi.modules.seanet import ResidualUnit  # noqa: PLC0415 (seanet imports this module)
+
+    bias = None  # per-channel bias still to be added to x
+    i = 0
+    while i < len(layers):
+        layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        i += 1
+        if isinstance(layer, (StreamingConv1d, StreamingConvTranspose1d)):
+            x = x if bias is None else x.add_(bias)  # (never in SEANet: a conv is never followed by a conv)
+            defer = _fusable_elu(after) or _fusable_residual(after)
+            conv = conv1d_time_major if isinstance(layer, StreamingConv1d) else conv_transpose1d_time_major
+            x, owned, bias = conv(layer, x, with_bias=not defer), True, _bias(layer) if defer else None
+        elif _fusable_elu(layer):
+            y = x if owned else torch.empty_like(x)
+            add_elu(x, bias=bias, elu_out=y)
+            x, owned, bias = y, True, None
+        elif _fusable_residual(layer):
+            then_elu = _fusable_elu(after)  # the ELU after the unit is fused into its skip add
+            x, owned, bias = _residual(layer, x, bias, owned, then_elu), True, None
+            i += then_elu
+        elif isinstance(layer, nn.ELU):  # alpha != 1: torch's ELU
+            x = x if bias is None else x.add_(bias)
+            x, owned, bias = F.elu_(x, layer.alpha) if owned else F.elu(x, layer.alpha), True, None
         elif isinstance(layer, ResidualUnit):
-            y = _run(layer.block, x, owned=False)  # the skip keeps x
-            x, owned = y.add_(x), True
+            x = x if bias is None else x.add_(bias)
+            y = _run(list(layer.block), x, owned=False)  # the skip keeps x
+            x, owned, bias = y.add_(x), True, None
         else:
             raise TypeError(f"no time-major path for {type(layer).__name__}")
-    return x
+    return x if bias is None else x.add_(bias)
+
+
+def _residual(unit: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, owned: bool,
+              then_elu: bool) -> torch.Tensor:
+    """x + bias + block(x + bias) for a unit ELU, conv k, ELU, conv 1 on x [B, T, C] (and its
+    ELU when `then_elu`), in three fused passes around the two GEMMs."""
+    _, conv1, _, conv2 = unit.block
+    h = torch.empty_like(x)
+    skip = x if bias is None or owned else torch.empty_like(x)
+    add_elu(x, bias=bias, sum_out=None if bias is None else skip, elu_out=h)  # skip = x + bias, h = elu(skip)
+    y = conv1d_time_major(conv1, h, with_bias=False)  # [B, T, C / compress]
+    del h
+    add_elu(y, bias=_bias(conv1), elu_out=y)
+    r = conv1d_time_major(conv2, y, with_bias=False)  # [B, T, C]
+    del y
+    out = {"elu_out": r} if then_elu else {"sum_out": r}
+    add_elu(skip, r, _bias(conv2), **out)  # skip + r + bias, its ELU if then_elu
+    return r
