@@ -127,6 +127,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda if available
     bf16: bool = True  # autocast on GPU
+    cpu_bf16: bool = False  # autocast on CPU too: ~1.5x faster steps where the CPU has AMX (AVX512-BF16)
     log_every: int = 10
     eval_every: int = 500
     checkpoint_every: int = 500

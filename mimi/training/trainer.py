@@ -6,7 +6,7 @@ multi-scale STFT discriminator (hinge), then the generator: adversarial + featur
 (Mimi's final setup) or, with `loss.mode = "encodec"`, also multi-scale mel + L1
 reconstruction, optionally through the loss balancer; plus the commitment loss and the
 semantic distillation loss when a teacher is configured. AdamW (weight decay on transformer
-weights only), gradient clipping, weight EMA, bf16 autocast on GPU. DDP under torchrun:
+weights only), gradient clipping, weight EMA, bf16 autocast on GPU (on CPU with `cpu_bf16`). DDP under torchrun:
 gradients and codebook statistics are averaged across processes.
 
 Outputs in `out_dir`: `config.resolved.json`, `train.csv`, `eval.csv`, `checkpoints/` (resume
@@ -313,7 +313,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
     # optim.lr = 0 freezes the generator (a discriminator warm-up): its forward runs without a
     # graph and it is never back-propagated; the EMA codebooks still follow the data.
     frozen_g = cfg.optim.lr == 0.0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+    # bf16 autocast on GPU (`bf16`), and on CPU when asked (`cpu_bf16`: fast only with AMX / AVX512-BF16)
+    use_bf16 = cfg.bf16 and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_bf16))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     all_reduce = (lambda t: (dist.all_reduce(t), t)[1]) if world > 1 else None
     last_eval: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=ts.step, disable=not (progress and rank == 0), unit="step", leave=False)

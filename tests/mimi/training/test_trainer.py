@@ -68,6 +68,34 @@ def test_training_lowers_the_loss(tmp_path):
     assert mimi.load(report.final_model).config == cfg.model  # the EMA weights load as a model
 
 
+def test_cpu_bf16_trains_under_cpu_autocast(tmp_path, monkeypatch):
+    """`cpu_bf16 = true` runs the forward passes under CPU bf16 autocast (off by default) and
+    still learns."""
+    from mimi.training.trainer import train
+
+    seen = []
+    real = torch.autocast
+
+    def recording(device_type, *args, **kwargs):
+        seen.append((device_type, kwargs.get("dtype"), kwargs.get("enabled", True)))
+        return real(device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording)
+    one = tmp_path / "one"
+    one.mkdir()
+    sf.write(one / "clip.wav", speechlike(0.16, seed=5), 24000)
+    base = dict(steps=40, checkpoint_every=40, optim={"lr": 3e-3}, data={"gain_db": [0.0, 0.0]},
+                loss={"disc_start_step": 1000})
+    train(tiny_config(one, steps=1, checkpoint_every=1, loss={"disc_start_step": 1000}), tmp_path / "off")
+    step_autocast = [c for c in seen if c[1] == torch.bfloat16]  # (the quantizer turns it off inside)
+    assert step_autocast == [("cpu", torch.bfloat16, False)]  # the default: fp32 on CPU
+    train(tiny_config(one, cpu_bf16=True, **base), tmp_path / "run")
+    assert [c for c in seen if c[1] == torch.bfloat16][-1] == ("cpu", torch.bfloat16, True)
+    mel = [float(r["mel"]) for r in read_log(tmp_path / "run" / "train.csv")]
+    assert np.mean(mel[-5:]) < 0.3 * np.mean(mel[:5]), mel
+    assert json.loads((tmp_path / "run" / "config.resolved.json").read_text())["cpu_bf16"] is True
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(corpus, tmp_path):
     from mimi.training.trainer import train
 
