@@ -104,7 +104,12 @@ def _load():
                 path = library_path(compiler)
                 if not path.exists():
                     _build(compiler, path)
-                fn = ctypes.CDLL(str(path)).mimi_fused_add_elu
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # a damaged cache entry (a truncated file...): build it again, once
+                    _build(compiler, path)
+                    lib = ctypes.CDLL(str(path))
+                fn = lib.mimi_fused_add_elu
                 p = ctypes.c_void_p
                 fn.argtypes = [p, p, p, ctypes.c_int64, ctypes.c_int64, p, p, ctypes.c_int]
                 fn.restype = None

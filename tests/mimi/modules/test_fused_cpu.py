@@ -382,6 +382,20 @@ def test_build_writes_the_library_to_the_cache_and_a_second_process_reuses_it(bu
     assert builds["files_after_second"] == files  # same file, same mtime
 
 
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler (cc/gcc)")
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIMI_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("MIMI_FUSED_CPU", raising=False)
+    monkeypatch.setattr(fused_cpu, "_state", {})  # as in a fresh process
+    path = fused_cpu.library_path(fused_cpu._compiler())
+    path.write_bytes(b"\x7fELF truncated")  # what an interrupted copy could leave
+    assert fused_cpu.available()
+    a, out = torch.randn(50, 3), torch.empty(50, 3)
+    fused_cpu.add_elu(a, elu_out=out)
+    torch.testing.assert_close(out, torch.nn.functional.elu(a), atol=1e-7, rtol=0)
+    assert path.stat().st_size > 1000
+
+
 def test_a_failing_compiler_falls_back_to_torch_ops(builds):
     result = builds["cc_false"]
     assert result["compiler"] == "/bin/false"  # $CC is the compiler tried...
