@@ -1,7 +1,7 @@
 """One-pass `add + bias + ELU` for SEANet inference on CPU, compiled at first use.
 
 Why. Between its GEMMs, a SEANet stack on CPU spends a fifth of its time in elementwise passes
-over large activations: ELU as four vectorised torch ops (`mimi.modules.time_major.elu`), the
+over large activations: ELU as four vectorised torch ops (`elu` below), the
 bias of each conv, the skip add of each residual unit. One C loop does all of them in a single
 read and write: 2-4x the torch ops it replaces, and the SEANet stacks ~1.2x faster
 (`benchmarks/fused_cpu_ab.py`).
@@ -11,9 +11,10 @@ optional, bias per channel) and writes v and/or elu(v). The kernel (`fused_cpu.c
 of C without dependencies) is compiled with the system C compiler (`$CC`, else `cc`) the first
 time it is needed, for the host's instruction set, with OpenMP when the compiler has it, into
 `$MIMI_KERNEL_CACHE` (default `~/.cache/mimi/kernels`), and loaded with ctypes; later processes
-load the cached library (keyed by the source, the compiler and the CPU). Its ELU is
-max(v, exp(min(v, 0)) - 1) with a polynomial exp within 2 ulp: it differs from `F.elu` by at
-most ~6e-8, as `time_major.elu` does (tests compare all three).
+load the cached library (keyed by the source, the compiler and the CPU; a damaged file is
+rebuilt). Its ELU is exp(v) - 1 for v <= 0 (a polynomial exp within 2 ulp), v otherwise, NaN
+passing through: it differs from `F.elu` by at most ~6e-8, as the torch-op `elu` does (tests
+compare all three).
 
 Without a compiler (or with `MIMI_FUSED_CPU=0`), the same function runs as torch ops: same
 results to float rounding, only slower. `available()` says which one is in use.
