@@ -125,19 +125,26 @@ def available() -> bool:
     return _load() is not None
 
 
-def _fits(*tensors: torch.Tensor | None, shape: torch.Size) -> bool:
-    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
-                             and t.shape == shape) for t in tensors)
+def _fits(*tensors: torch.Tensor | None, shape: torch.Size, contiguous: bool) -> bool:
+    return all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu" and t.shape == shape
+                             and (t.is_contiguous() or not contiguous)) for t in tensors)
 
 
 def add_elu(a: torch.Tensor, b: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
             sum_out: torch.Tensor | None = None, elu_out: torch.Tensor | None = None) -> None:
     """v = a + b + bias over [..., C] (b: same shape as a, bias: [C], both optional); writes v to
-    `sum_out` and/or elu(v) (ELU, alpha 1) to `elu_out`. Outputs may be a or b themselves."""
+    `sum_out` and/or elu(v) (ELU, alpha 1) to `elu_out`. Outputs may be a or b themselves.
+
+    The kernel takes float32 CPU tensors with contiguous outputs; strided inputs (a batch's rows
+    of a rate-stage chunk) are copied first, one pass instead of the torch ops' several."""
     fn = _load()
     c = a.shape[-1]
-    if (fn is not None and _fits(a, b, sum_out, elu_out, shape=a.shape)
-            and (bias is None or (_fits(bias, shape=torch.Size([c]))))):
+    if (fn is not None and _fits(sum_out, elu_out, shape=a.shape, contiguous=True)
+            and _fits(a, b, shape=a.shape, contiguous=False)
+            and (bias is None or _fits(bias, shape=torch.Size([c]), contiguous=False))):
+        a = a.contiguous()  # (outputs are contiguous, so a non-contiguous input is not one of them)
+        b = None if b is None else b.contiguous()
+        bias = None if bias is None else bias.contiguous()
         n = a.numel()
         threads = torch.get_num_threads() if n >= _MIN_PARALLEL else 1
         ptr = (lambda t: None if t is None else t.data_ptr())
