@@ -266,13 +266,14 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
     # leaves its bias out: the fused pass that follows adds it (`mimi.modules.fused_cpu`).
     from mimi.modules.seanet import ResidualUnit  # noqa: PLC0415 (seanet imports this module)
 
-    bias = None  # per-channel bias still to be added to x
+    # per-channel bias still to be added to x: only ever set when the next layer is a fusable
+    # ELU or residual unit, whose branch below adds it (so no other branch sees one)
+    bias = None
     i = 0
     while i < len(layers):
         layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
         i += 1
         if isinstance(layer, (StreamingConv1d, StreamingConvTranspose1d)):
-            x = x if bias is None else x.add_(bias)  # (never in SEANet: a conv is never followed by a conv)
             defer = _fusable_elu(after) or _fusable_residual(after)
             conv = conv1d_time_major if isinstance(layer, StreamingConv1d) else conv_transpose1d_time_major
             x, owned, bias = conv(layer, x, with_bias=not defer), True, _bias(layer) if defer else None
@@ -285,15 +286,13 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
             x, owned, bias = _residual(layer, x, bias, owned, then_elu), True, None
             i += then_elu
         elif isinstance(layer, nn.ELU):  # alpha != 1: torch's ELU
-            x = x if bias is None else x.add_(bias)
-            x, owned, bias = F.elu_(x, layer.alpha) if owned else F.elu(x, layer.alpha), True, None
+            x, owned = F.elu_(x, layer.alpha) if owned else F.elu(x, layer.alpha), True
         elif isinstance(layer, ResidualUnit):
-            x = x if bias is None else x.add_(bias)
             y = _run(list(layer.block), x, owned=False)  # the skip keeps x
-            x, owned, bias = y.add_(x), True, None
+            x, owned = y.add_(x), True
         else:
             raise TypeError(f"no time-major path for {type(layer).__name__}")
-    return x if bias is None else x.add_(bias)
+    return x
 
 
 def _residual(unit: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, owned: bool,
