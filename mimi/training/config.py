@@ -161,6 +161,26 @@ _SECTIONS = {"data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
              "quantizer": QuantizerTrainConfig, "distill": DistillConfig}
 
 
+# scalar annotations checked before a dataclass is built (a TOML string where a bool or a number
+# belongs would otherwise pass through to the training loop); other annotations are not checked
+_SCALARS: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _check_scalars(cls: type, values: dict[str, Any], where: str) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        hint = str(f.type)
+        optional = hint.endswith(" | None")
+        kinds = _SCALARS.get(hint.removesuffix(" | None"))
+        value = values[f.name]
+        if kinds is None or (optional and value is None):
+            continue
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = hint.removesuffix(" | None") + (" (or absent)" if optional else "")
+            raise MimiError(f"training config: {where}{f.name} must be of type {wanted}, got {value!r}")
+
+
 def _section(cls: type, values: Any, name: str) -> Any:
     if not isinstance(values, dict):
         raise MimiError(f"training config: [{name}] must be a table")
@@ -168,6 +188,7 @@ def _section(cls: type, values: Any, name: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise MimiError(f"training config: unknown key(s) in [{name}]: {', '.join(unknown)}")
+    _check_scalars(cls, values, f"[{name}] ")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
@@ -181,6 +202,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise MimiError(f"training config: unknown key(s): {', '.join(unknown)}")
     values: dict[str, Any] = {k: v for k, v in data.items() if k not in _SECTIONS and k != "model"}
+    _check_scalars(TrainConfig, values, "")
     for name, cls in _SECTIONS.items():
         if name in data:
             values[name] = _section(cls, data[name], name)

@@ -150,6 +150,14 @@ def test_config_errors(tmp_path):
         config_from_dict({"data": {"train": "x"}, "stepz": 3})
     with pytest.raises(MimiError, match=r"unknown key\(s\) in \[loss\]"):
         config_from_dict({"data": {"train": "x"}, "loss": {"moed": "x"}})
+    # a value of the wrong type is refused by name before anything runs (not a TypeError mid-step)
+    with pytest.raises(MimiError, match=r"cpu_bf16 must be of type bool, got 'yes'"):
+        config_from_dict({"data": {"train": "x"}, "cpu_bf16": "yes"})
+    with pytest.raises(MimiError, match=r"steps must be of type int, got 1.5"):
+        config_from_dict({"data": {"train": "x"}, "steps": 1.5})
+    with pytest.raises(MimiError, match=r"\[optim\] lr must be of type float, got 'fast'"):
+        config_from_dict({"data": {"train": "x"}, "optim": {"lr": "fast"}})
+    assert config_from_dict({"data": {"train": "x", "eval": None}, "optim": {"lr": 1}}).optim.lr == 1
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = [")
     with pytest.raises(MimiError, match="invalid training config"):
