@@ -8,31 +8,29 @@
  *
  * Outputs may alias a or b (in-place use). Built with -O3 and the host's instruction set; the
  * loops are written so that GCC/Clang vectorise them (no calls, no branches in the inner loop).
- * exp is computed as 2^n * p(r) (Cephes-style range reduction, degree-6 polynomial): within
- * 2 ulp of the correctly rounded value on [-87, 0], and exp(v) - 1 then differs from the exact
- * expm1 by at most ~6e-8 in absolute value, as torch's own `exp(x) - 1` does.
+ * exp is the polynomial of fused_cpu.h (within 2 ulp on [-87, 0]): exp(v) - 1 then differs
+ * from the exact expm1 by at most ~6e-8 in absolute value, as torch's own `exp(x) - 1` does.
  */
 #include <stdint.h>
 #include <string.h>
+
+#include "fused_cpu.h"
 
 #define MIMI_FLAT_ROW 256       /* values per row when there is no bias (flat data) */
 #define MIMI_TASK_VALUES 16384  /* values per OpenMP task */
 
 static inline float exp_nonpositive(float x) {
-    /* exp(x) for x <= 0; x below -87 gives ~1.6e-38 (elu = -1 to float precision). */
-    x = x < -87.0f ? -87.0f : x;
-    const float log2e = 1.44269504088896341f;
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to the nearest integer */
-    float n = (x * log2e + shifter) - shifter;
-    /* r = x - n ln2, with ln2 split in two for an exact product */
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    /* exp(x) for x <= 0 (fused_cpu.h) */
+    x = x < MIMI_EXP_MIN ? MIMI_EXP_MIN : x;
+    float n = (x * MIMI_LOG2E + MIMI_SHIFTER) - MIMI_SHIFTER;
+    float r = x - n * MIMI_LN2_HI;
+    r = r - n * MIMI_LN2_LO;
+    float p = MIMI_P0;
+    p = p * r + MIMI_P1;
+    p = p * r + MIMI_P2;
+    p = p * r + MIMI_P3;
+    p = p * r + MIMI_P4;
+    p = p * r + MIMI_P5;
     p = p * r * r + r + 1.0f;
     int32_t bits = ((int32_t)n + 127) << 23; /* 2^n, n in [-126, 0] */
     float scale;

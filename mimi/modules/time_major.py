@@ -15,10 +15,12 @@ an inner dimension s * C_in. A causal transposed conv (kernel n S, stride S) in 
 is `y[m S + p] = sum_j x[m - j] @ V_j[:, p]`: n GEMMs whose [T, S * C_out] result, read as
 [T * S, C_out], is already the interleaved output.
 
-Same sums as the channels-first convs, in another order. Between the GEMMs, each conv's bias,
-the ELUs and the residual skip adds run as one fused pass per activation
-(`mimi.modules.fused_cpu`: compiled at first use, else the same as torch ops), ELU from `exp`
-instead of the slow `expm1`: outputs agree to float rounding (tests compare them). Offline or one
+Same sums as the channels-first convs, in another order. Each conv's bias, the ELU that
+follows it and the residual skip add run as its epilogue (`conv1d_fused`): inside the compiled
+conv kernel for the thin high-rate convs (`fused_cpu.conv_rows`, register tiles, weights up to
+`KERNEL_MAX_WEIGHT_BYTES`), else as one fused pass after the BLAS GEMMs (`fused_cpu.add_elu`);
+without a compiler, the same as torch ops. ELU from `exp` instead of the slow `expm1`: outputs
+agree to float rounding (tests compare them). Offline or one
 streaming chunk at a time (the convs' states are shared with the channels-first path).
 Inference only (no autograd through the cached weights), `pad_mode="constant"` and `groups=1`
 only: `supports` says whether a SEANet stack can take this path.
@@ -26,6 +28,7 @@ only: `supports` says whether a SEANet stack can take this path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -33,10 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from mimi.modules import fused_cpu
 from mimi.modules.fused_cpu import add_elu, elu
 from mimi.modules.tensor_key import tensor_key
 
-__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv_transpose1d_time_major", "elu"]
+__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv1d_fused", "conv_transpose1d_time_major", "elu"]
 
 
 def _conv_ok(m: nn.Module) -> bool:
@@ -145,6 +149,8 @@ def _conv_rows(m: StreamingConv1d, x: torch.Tensor, n_out: int, base: int, with_
     bias = bias if with_bias else None
     c_out = rows.shape[1]
     out = x.new_empty(B, n_out, c_out)
+    if n_out == 0:  # (an empty streaming chunk)
+        return out
     if c_in * k <= 16:  # e.g. the first encoder conv (1 channel): an explicit im2col is tiny
         right = max(0, (n_out - 1) * s + (k - 1) * d + base + 1 - T)
         xp = F.pad(x.transpose(1, 2), (-base, right)).transpose(1, 2)  # [B, >= span, C_in]
@@ -187,6 +193,8 @@ def _accumulate(out: torch.Tensor, terms: list, bias: torch.Tensor | None) -> No
     """out [n, C_out] = bias + sum over terms (src [R, K], W [K, C_out], offset, step) of
     src[t * step + offset] @ W for the rows t whose source row exists."""
     n = out.shape[0]
+    if n == 0:  # (an empty streaming chunk)
+        return
     ranges = []
     for src, w, offset, step in terms:
         lo, hi, first = _output_rows(src.shape[0], n, step, offset)
@@ -240,6 +248,87 @@ def seanet_time_major(layers: Iterable[nn.Module], x: torch.Tensor) -> torch.Ten
     return _run(list(layers), x, owned=False)
 
 
+# The compiled conv (`fused_cpu.conv_rows`) takes the convs whose weights stay in L2 (the
+# 32-128 channel layers at 6-24 kHz and the first conv); larger ones (down to 25 Hz, up to 1024
+# channels) run faster as BLAS GEMMs, which block their weights better.
+KERNEL_MAX_WEIGHT_BYTES = 128 * 1024
+KERNEL_VECTOR_WIDTH = 16  # AVX-512; narrower vectors (not measured here) leave these convs to BLAS
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A conv's output after its epilogue."""
+
+    out: torch.Tensor  # [B, T', C_out]: elu(v) when the ELU was fused, else v
+    pre: torch.Tensor | None  # [B, T', C_out]: v itself, when asked for (the skip of a residual unit)
+
+
+def _kernel_weights(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor | None:
+    """[k', C_in', C_out] weights for `fused_cpu.conv_rows` when it should run this conv on x
+    (block taps of s samples for a strided conv), else None."""
+    width = fused_cpu.conv_vector_width()
+    k, s, d = m.conv.kernel_size[0], m.stride, m.conv.dilation[0]
+    c_in, c_out = m.conv.in_channels, m.conv.out_channels
+    if (width is None or width < KERNEL_VECTOR_WIDTH or c_out % width or x.dtype != torch.float32
+            or x.device.type != "cpu" or 4 * k * c_in * c_out > KERNEL_MAX_WEIGHT_BYTES):
+        return None
+    if s > 1 and not (d == 1 and k % s == 0 and x.shape[1] % s == 0 and m.padding_total % s == 0):
+        return None
+    rows, _ = _conv_weights(m)  # [k * C_in, C_out], rows (tap, c_in)
+    packed = getattr(m, "_kernel_cache", None)
+    if packed is None or packed[0] is not rows:  # rebuilt with the GEMM weights
+        packed = (rows, rows.contiguous().view(k // s, s * c_in, c_out))
+        m._kernel_cache = packed
+    return packed[1]
+
+
+def conv1d_fused(m: StreamingConv1d, x: torch.Tensor, add: torch.Tensor | None = None, elu: bool = False,
+                 keep_pre: bool = False) -> Fused:
+    """v = conv(x) + bias (+ add [B, T', C_out]) on time-major x [B, T, C_in], and its ELU if
+    `elu`, offline or one streaming chunk (as `conv1d_time_major`). `keep_pre` keeps v too when
+    the ELU is fused. One compiled pass where `_kernel_weights` says so, else BLAS GEMMs and a
+    fused elementwise pass."""
+    w = _kernel_weights(m, x)
+    if w is None:
+        plain = not elu and add is None  # the GEMMs add the bias themselves
+        return _epilogue(conv1d_time_major(m, x, with_bias=plain), None if plain else _bias(m), add, elu, keep_pre)
+    B, T, c_in = x.shape
+    s, pad = m.stride, m.padding_total
+    x = x.contiguous()
+    state = m.state
+    if state is not None and T % s:
+        raise ValueError(f"streaming chunks must be multiples of the stride {s}, got {T}")
+    n_out = T // s  # (T is a multiple of s here, offline too)
+    rows = x.view(B, T // s, s * c_in)  # blocks of s samples (s = 1: the samples)
+    # [B, pad, C_in]: the carried samples (read before the state takes the new ones, below)
+    context = None if state is None else state.previous.transpose(1, 2).contiguous()
+    out = x.new_empty(B, n_out, w.shape[2])
+    pre = torch.empty_like(out) if keep_pre and elu else None
+    for b in range(B):
+        fused_cpu.conv_rows(rows[b], w, base=-pad // s, n_out=n_out, dilation=m.conv.dilation[0],
+                            context=None if context is None else context[b].view(pad // s, s * c_in),
+                            bias=_bias(m), add=None if add is None else add[b], elu=elu,
+                            sum_out=None if pre is None else pre[b], out=out[b])
+    if state is not None:  # carry the last pad samples (after the kernel read the old ones)
+        state.started = True
+        state.previous.copy_(torch.cat([context, x], dim=1)[:, T:].transpose(1, 2) if T < pad
+                             else x[:, T - pad:].transpose(1, 2))
+    return Fused(out, pre if elu else out if keep_pre else None)
+
+
+def _epilogue(v: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | None, elu: bool,
+              keep_pre: bool) -> Fused:
+    """v + bias + add and its ELU (`conv1d_fused`'s epilogue), in place in v (a conv's fresh
+    output), in one fused pass."""
+    if elu:
+        pre = torch.empty_like(v) if keep_pre else None
+        add_elu(v, add, bias, sum_out=pre, elu_out=v)
+        return Fused(v, pre)
+    if bias is not None or add is not None:
+        add_elu(v, add, bias, sum_out=v)
+    return Fused(v, v if keep_pre else None)
+
+
 def _bias(m: StreamingConv1d | StreamingConvTranspose1d) -> torch.Tensor | None:
     conv = m.conv if isinstance(m, StreamingConv1d) else m.convtr
     return None if conv.bias is None else conv.bias.detach()  # [C_out]
@@ -259,31 +348,45 @@ def _fusable_residual(m: nn.Module | None) -> bool:
     return _fusable_elu(e1) and _fusable_elu(e2) and isinstance(c1, StreamingConv1d) and isinstance(c2, StreamingConv1d)
 
 
+def _fused(layer: StreamingConv1d | StreamingConvTranspose1d, x: torch.Tensor, add: torch.Tensor | None = None,
+           elu: bool = False, keep_pre: bool = False) -> Fused:
+    if isinstance(layer, StreamingConv1d):
+        return conv1d_fused(layer, x, add, elu, keep_pre)
+    plain = not elu and add is None
+    return _epilogue(conv_transpose1d_time_major(layer, x, with_bias=plain), None if plain else _bias(layer), add,
+                     elu, keep_pre)
+
+
 def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
     # `owned`: x is a temporary of this pass, so it may be overwritten. New tensors for every
     # result, not reused buffers: the allocator hands back the memory just freed, still in cache
-    # (per-layer buffers measured ~8% slower). A conv followed by an ELU or a residual unit
-    # leaves its bias out: the fused pass that follows adds it (`mimi.modules.fused_cpu`).
+    # (per-layer buffers measured ~8% slower). A conv takes the ELU or the residual unit's first
+    # ELU that follows it into its epilogue (`conv1d_fused`), so no activation is read twice.
     from mimi.modules.seanet import ResidualUnit  # noqa: PLC0415 (seanet imports this module)
 
-    # per-channel bias still to be added to x: only ever set when the next layer is a fusable
-    # ELU or residual unit, whose branch below adds it (so no other branch sees one)
-    bias = None
     i = 0
     while i < len(layers):
         layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
         i += 1
         if isinstance(layer, (StreamingConv1d, StreamingConvTranspose1d)):
-            defer = _fusable_elu(after) or _fusable_residual(after)
-            conv = conv1d_time_major if isinstance(layer, StreamingConv1d) else conv_transpose1d_time_major
-            x, owned, bias = conv(layer, x, with_bias=not defer), True, _bias(layer) if defer else None
+            if _fusable_residual(after):  # skip = conv(x) + bias, and its ELU feeds the unit
+                then_elu = _fusable_elu(layers[i + 1] if i + 1 < len(layers) else None)
+                f = _fused(layer, x, elu=True, keep_pre=True)
+                x, owned = _residual(after, f.pre, f.out, then_elu), True
+                i += 1 + then_elu
+            else:
+                elu_next = _fusable_elu(after)
+                x, owned = _fused(layer, x, elu=elu_next).out, True
+                i += elu_next
         elif _fusable_elu(layer):
             y = x if owned else torch.empty_like(x)
-            add_elu(x, bias=bias, elu_out=y)
-            x, owned, bias = y, True, None
-        elif _fusable_residual(layer):
-            then_elu = _fusable_elu(after)  # the ELU after the unit is fused into its skip add
-            x, owned, bias = _residual(layer, x, bias, owned, then_elu), True, None
+            add_elu(x, elu_out=y)
+            x, owned = y, True
+        elif _fusable_residual(layer):  # (first in a run of layers: no conv before it to fuse with)
+            then_elu = _fusable_elu(after)
+            h = torch.empty_like(x)
+            add_elu(x, elu_out=h)
+            x, owned = _residual(layer, x, h, then_elu), True
             i += then_elu
         elif isinstance(layer, nn.ELU):  # alpha != 1: torch's ELU
             x, owned = F.elu_(x, layer.alpha) if owned else F.elu(x, layer.alpha), True
@@ -295,19 +398,10 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
     return x
 
 
-def _residual(unit: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, owned: bool,
-              then_elu: bool) -> torch.Tensor:
-    """x + bias + block(x + bias) for a unit ELU, conv k, ELU, conv 1 on x [B, T, C] (and its
-    ELU when `then_elu`), in three fused passes around the two GEMMs."""
+def _residual(unit: nn.Module, skip: torch.Tensor, h: torch.Tensor, then_elu: bool) -> torch.Tensor:
+    """skip + block(skip) for a unit ELU, conv k, ELU, conv 1, given h = elu(skip) [B, T, C]
+    (and its ELU when `then_elu`): two convs, each with its epilogue fused."""
     _, conv1, _, conv2 = unit.block
-    h = torch.empty_like(x)
-    skip = x if bias is None or owned else torch.empty_like(x)
-    add_elu(x, bias=bias, sum_out=None if bias is None else skip, elu_out=h)  # skip = x + bias, h = elu(skip)
-    y = conv1d_time_major(conv1, h, with_bias=False)  # [B, T, C / compress]
+    y = conv1d_fused(conv1, h, elu=True).out  # [B, T, C / compress]
     del h
-    add_elu(y, bias=_bias(conv1), elu_out=y)
-    r = conv1d_time_major(conv2, y, with_bias=False)  # [B, T, C]
-    del y
-    out = {"elu_out": r} if then_elu else {"sum_out": r}
-    add_elu(skip, r, _bias(conv2), **out)  # skip + r + bias, its ELU if then_elu
-    return r
+    return conv1d_fused(conv2, y, add=skip, elu=then_elu).out  # [B, T, C]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mimi.config import MimiConfig
-from mimi.modules import fused_cpu
+from mimi.modules import fused_cpu, time_major
 from mimi.modules.seanet import SeanetDecoder, SeanetEncoder
 from tests.helpers import speech_tensor
 
@@ -303,7 +303,7 @@ _PROBE = r"""
 import json, os, time
 from pathlib import Path
 import torch
-from mimi.modules import fused_cpu
+from mimi.modules import fused_cpu, time_major
 if os.environ.get("PROBE_WAIT_FOR"):  # imported in parallel with the first process; run after it
     while not Path(os.environ["PROBE_WAIT_FOR"]).exists():
         time.sleep(0.01)
@@ -320,8 +320,17 @@ fused_cpu.add_elu(a, b, bias, sum_out=s, elu_out=e)
 v = a.double() + b.double() + bias.double()
 ref = torch.where(v > 0, v, torch.expm1(v))
 tol = 2e-7 * (a.double().abs() + b.double().abs() + bias.double().abs()).clamp(min=1.0)
+width = fused_cpu.conv_vector_width()
+conv_ok = None
+if width is not None:  # the conv kernel of the same library: a k3 conv against conv1d
+    x, w, cb = torch.randn(40, 5), torch.randn(3, 5, width), torch.randn(width)
+    got = fused_cpu.conv_rows(x, w, base=-2, n_out=40, bias=cb)
+    want = torch.nn.functional.conv1d(torch.nn.functional.pad(x.t()[None], (2, 0)), w.permute(2, 1, 0), cb)[0].t()
+    conv_ok = bool(torch.allclose(got, want, atol=1e-5, rtol=1e-5))
 print(json.dumps({
     "available": available,
+    "conv_width": width,
+    "conv_ok": conv_ok,
     "compiler": compiler,
     "library": str(fused_cpu.library_path(compiler)) if compiler and available else None,
     "sum_ok": bool(((s.double() - v).abs() <= tol).all()),
@@ -381,6 +390,8 @@ def test_build_writes_the_library_to_the_cache_and_a_second_process_reuses_it(bu
     # the second process loads the same file without building it (its _build raises)
     assert again["available"] and again["sum_ok"] and again["elu_ok"]
     assert again["library"] == first["library"]
+    # the conv kernel comes with it
+    assert first["conv_width"] in (8, 16) and first["conv_ok"] and again["conv_ok"]
     assert builds["files_after_second"] == files  # same file, same mtime
 
 
@@ -402,6 +413,7 @@ def test_a_failing_compiler_falls_back_to_torch_ops(builds):
     result = builds["cc_false"]
     assert result["compiler"] == "/bin/false", result  # $CC is the compiler tried...
     assert not result["available"], result  # ...every flag set fails: the fallback is in use
+    assert result["conv_width"] is None, result  # (so the convs run as BLAS GEMMs)
     assert result["sum_ok"] and result["elu_ok"], result
     leftover = _files(builds["caches"]["cc_false"])
     assert leftover == {}, leftover  # no library, no temporary left behind
@@ -409,7 +421,7 @@ def test_a_failing_compiler_falls_back_to_torch_ops(builds):
 
 def test_mimi_fused_cpu_0_disables_the_kernel(builds):
     result = builds["disabled"]
-    assert not result["available"]
+    assert not result["available"] and result["conv_width"] is None
     assert result["sum_ok"] and result["elu_ok"]
     assert _files(builds["caches"]["disabled"]) == {}  # nothing was built
 
@@ -450,9 +462,13 @@ def _encode_decode(cfg, enc, dec, wav, z, streaming: bool):
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["offline", "streaming"])
 def test_seanet_kernel_fallback_and_channels_first_agree(seanet, streaming, monkeypatch):
+    """SEANet with both compiled kernels (every conv the conv kernel can take on it), with the
+    elementwise kernel alone, with neither, and channels-first: the same outputs."""
     real = _kernel()
+    real_conv = fused_cpu._state["conv"]
     cfg, enc, dec, wav, z = seanet
     calls: list[tuple[int, int]] = []
+    conv_calls: list[int] = []
 
     def kernel(*args):  # counts the calls; the large (offline) passes on two OpenMP threads
         args = list(args)
@@ -461,30 +477,45 @@ def test_seanet_kernel_fallback_and_channels_first_agree(seanet, streaming, monk
         calls.append((args[3] * args[4], args[7]))
         return real(*args)
 
+    def conv(*args):
+        conv_calls.append(args[16])  # n_out
+        return real_conv[0](*args)
+
+    def run(elementwise, conv_kernel):
+        with monkeypatch.context() as m:
+            m.setitem(fused_cpu._state, "lib", elementwise)
+            m.setitem(fused_cpu._state, "conv", conv_kernel)
+            m.setattr(time_major, "KERNEL_VECTOR_WIDTH", 0)  # whatever this machine's vectors
+            m.setattr(time_major, "KERNEL_MAX_WEIGHT_BYTES", 1 << 40)
+            return _encode_decode(cfg, enc, dec, wav, z, streaming)
+
     with torch.no_grad():
-        with monkeypatch.context() as m:
-            m.setitem(fused_cpu._state, "lib", kernel)
-            compiled = _encode_decode(cfg, enc, dec, wav, z, streaming)
-        with monkeypatch.context() as m:
-            m.setitem(fused_cpu._state, "lib", None)
-            fallback = _encode_decode(cfg, enc, dec, wav, z, streaming)
+        compiled = run(kernel, None if real_conv is None else (conv, real_conv[1]))
+        both_calls, calls[:] = len(calls), []
+        elementwise = run(kernel, None)
+        fallback = run(None, None)
         enc.time_major = dec.time_major = False
         try:
             channels_first = _encode_decode(cfg, enc, dec, wav, z, streaming)
         finally:
             enc.time_major = dec.time_major = True
-    # the kernel ran for every fused pass: per stack, 3 passes per residual unit (the ELU after
-    # each stage's last unit fused into its skip add) and 1 for the ELU that follows a conv
+    # without the conv kernel, the elementwise kernel ran every fused pass: per stack, 3 passes
+    # per residual unit (the ELU after each stage's last unit fused into its skip add) and 1
+    # for the ELU that follows a conv
     per_stack = 3 * cfg.n_residual_layers * len(cfg.ratios) + 1
     if streaming:
         assert len(calls) == 2 * per_stack * z.shape[-1]  # every frame, both stacks
     else:
         assert len(calls) >= 2 * per_stack
         assert any(t == 2 for _, t in calls)  # the high-rate passes ran in parallel
-    assert compiled[0].shape == channels_first[0].shape == (2, cfg.dimension, 10)
-    assert compiled[1].shape == channels_first[1].shape == (2, 1, 10 * cfg.hop_length)
-    for got, fb, cf in zip(compiled, fallback, channels_first):
+    if real_conv is not None:  # with it, the convs it took did their epilogues themselves
+        assert conv_calls and both_calls < len(calls)
+    for outs in (compiled, elementwise, fallback):
+        assert outs[0].shape == channels_first[0].shape == (2, cfg.dimension, 10)
+        assert outs[1].shape == channels_first[1].shape == (2, 1, 10 * cfg.hop_length)
+    for got, el, fb, cf in zip(compiled, elementwise, fallback, channels_first):
         assert cf.abs().max() > 1e-3  # a non-trivial signal
-        assert _rel_err(got, fb) < 1e-6
-        assert _rel_err(got, cf) < 1e-5
-        assert _rel_err(fb, cf) < 1e-5
+        assert _rel_err(el, fb) < 1e-6
+        assert _rel_err(got, fb) < 2e-6
+        for outs in (got, el, fb):
+            assert _rel_err(outs, cf) < 1e-5
