@@ -218,9 +218,11 @@ def conv_transpose1d_time_major(m: StreamingConvTranspose1d, x: torch.Tensor, wi
     v, bias = _convtr_weights(m)  # [n, C_in, S * C_out]
     bias = bias if with_bias else None
     n, _, width = v.shape
+    if T == 0:  # (an empty streaming chunk: the state stays)
+        return x.new_empty(B, 0, width // m.stride)
     x = x.contiguous()
     state = m.state
-    if state is not None and n > 1 and 0 < T <= SMALL_CHUNK * (n - 1):  # a few frames: one pass over [context; chunk]
+    if state is not None and n > 1 and T <= SMALL_CHUNK * (n - 1):  # a few frames: one pass over [context; chunk]
         full = torch.cat([state.previous.transpose(1, 2), x], dim=1)  # [B, n - 1 + T, C_in]
         state.previous.copy_(full[:, T:].transpose(1, 2))
         return _phase_rows(full, v, bias, n - 1).view(B, T * m.stride, width // m.stride)
@@ -348,13 +350,54 @@ def _fusable_residual(m: nn.Module | None) -> bool:
     return _fusable_elu(e1) and _fusable_elu(e2) and isinstance(c1, StreamingConv1d) and isinstance(c2, StreamingConv1d)
 
 
+def _convtr_kernel_weights(m: StreamingConvTranspose1d, x: torch.Tensor) -> torch.Tensor | None:
+    """[taps, C_in, S * C_out] weights for `fused_cpu.conv_rows` when it should run this
+    transposed conv (in polyphase form: taps in input order, oldest first), else None."""
+    width = fused_cpu.conv_vector_width()
+    v, _ = _convtr_weights(m)  # [n, C_in, S * C_out], V_j for lag j
+    if (width is None or width < KERNEL_VECTOR_WIDTH or v.shape[2] % width or x.dtype != torch.float32
+            or x.device.type != "cpu" or 4 * v.numel() > KERNEL_MAX_WEIGHT_BYTES):
+        return None
+    packed = getattr(m, "_kernel_cache", None)
+    if packed is None or packed[0] is not v:
+        packed = (v, v.flip(0).contiguous())  # tap j' = n - 1 - lag reads input frame t - n + 1 + j'
+        m._kernel_cache = packed
+    return packed[1]
+
+
+def conv_transpose1d_fused(m: StreamingConvTranspose1d, x: torch.Tensor, elu: bool = False,
+                           keep_pre: bool = False) -> Fused:
+    """`conv_transpose1d_time_major` plus bias, and its ELU if `elu` (`conv1d_fused`'s epilogue):
+    x [B, T, C_in] -> [B, T * S, C_out], offline or one streaming chunk."""
+    w = _convtr_kernel_weights(m, x)
+    if w is None:
+        return _epilogue(conv_transpose1d_time_major(m, x, with_bias=not elu), _bias(m) if elu else None, None,
+                         elu, keep_pre)
+    B, T, c_in = x.shape
+    n, S, width = w.shape[0], m.stride, w.shape[2]
+    x = x.contiguous()
+    state = m.state
+    context = None if state is None else state.previous.transpose(1, 2).contiguous()  # [B, n - 1, C_in]
+    _, bias = _convtr_weights(m)  # [S * C_out]
+    out = x.new_empty(B, T, width)  # phases (p, o) of each input frame: [B, T * S, C_out] as a view
+    pre = torch.empty_like(out) if keep_pre and elu else None
+    for b in range(B):
+        fused_cpu.conv_rows(x[b], w, base=-(n - 1), n_out=T, context=None if context is None else context[b],
+                            bias=bias, elu=elu, sum_out=None if pre is None else pre[b], out=out[b])
+    if state is not None and n > 1:  # carry the last n - 1 frames (after the kernel read the old ones)
+        state.previous.copy_(torch.cat([context, x], dim=1)[:, T:].transpose(1, 2) if T < n - 1
+                             else x[:, T - (n - 1):].transpose(1, 2))
+    view = (B, T * S, width // S)
+    out = out.view(view)
+    return Fused(out, pre.view(view) if pre is not None else out if keep_pre else None)
+
+
 def _fused(layer: StreamingConv1d | StreamingConvTranspose1d, x: torch.Tensor, add: torch.Tensor | None = None,
            elu: bool = False, keep_pre: bool = False) -> Fused:
     if isinstance(layer, StreamingConv1d):
         return conv1d_fused(layer, x, add, elu, keep_pre)
-    plain = not elu and add is None
-    return _epilogue(conv_transpose1d_time_major(layer, x, with_bias=plain), None if plain else _bias(layer), add,
-                     elu, keep_pre)
+    assert add is None  # (no skip ends on a transposed conv)
+    return conv_transpose1d_fused(layer, x, elu, keep_pre)
 
 
 def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:

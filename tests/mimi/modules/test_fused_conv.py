@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mimi.modules import fused_cpu, time_major
-from mimi.modules.conv import StreamingConv1d
+from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 
 
 def _width() -> int:
@@ -258,3 +258,52 @@ def test_which_convs_take_the_kernel(monkeypatch):
     assert time_major._kernel_weights(_conv(64, 32, 8, 4), x[:, :62]) is None  # a partial last block
     monkeypatch.setattr(time_major, "KERNEL_VECTOR_WIDTH", width + 1)
     assert time_major._kernel_weights(_conv(64, 32, 3, 1), x) is None
+
+
+@pytest.mark.parametrize("spec", [(32, 16, 8, 4), (16, 32, 10, 5), (32, 16, 4, 4)], ids=lambda c: "{}to{}_k{}_s{}".format(*c))
+@pytest.mark.parametrize("streaming", [False, True], ids=["offline", "streaming"])
+def test_conv_transpose1d_fused_kernel_equals_blas_path(spec, streaming, kernel_everywhere, monkeypatch):
+    """A causal transposed conv in polyphase form (S phases of C_out per input frame) on the
+    kernel, with its bias and ELU, against the BLAS GEMMs and the fused pass."""
+    c_in, c_out, k, s = spec
+    if (s * c_out) % _width():
+        pytest.skip(f"{s * c_out} phase channels are not whole vectors of {_width()}")
+    torch.manual_seed(1)
+    m = StreamingConvTranspose1d(c_in, c_out, k, stride=s).eval()
+    with torch.no_grad():
+        m.convtr.bias.normal_()
+    B, T = 2, 60
+    x = torch.randn(B, T, c_in)
+    assert time_major._convtr_kernel_weights(m, x) is not None
+
+    def run(kernel: bool, elu: bool):
+        if not kernel:
+            monkeypatch.setattr(time_major, "KERNEL_MAX_WEIGHT_BYTES", 0)
+        try:
+            if not streaming:
+                f = time_major.conv_transpose1d_fused(m, x, elu=elu, keep_pre=True)
+                return f.out, f.pre
+            outs, pres = [], []
+            with m.streaming(B):
+                for lo, hi in _chunks(T, 1, [1, 0, 7, 2, 30]):
+                    f = time_major.conv_transpose1d_fused(m, x[:, lo:hi], elu=elu, keep_pre=True)
+                    outs.append(f.out)
+                    pres.append(f.pre)
+                state = m.state.previous.clone()
+            return torch.cat(outs, 1), torch.cat(pres, 1), state
+        finally:
+            monkeypatch.setattr(time_major, "KERNEL_MAX_WEIGHT_BYTES", 1 << 40)
+
+    with torch.no_grad():
+        for elu in (False, True):
+            got, want = run(True, elu), run(False, elu)
+            scale = want[1].abs().max()
+            assert got[0].shape == want[0].shape == (B, T * s, c_out)
+            assert ((got[0] - want[0]).abs().max() / scale).item() < 2e-6
+            assert ((got[1] - want[1]).abs().max() / scale).item() < 2e-6
+            if streaming:
+                assert torch.equal(got[2], want[2])  # the same carried frames
+    # and against torch's own transposed conv, trimmed causally
+    with torch.no_grad():
+        ref = m.convtr(x.transpose(1, 2))[..., :T * s].transpose(1, 2)
+        torch.testing.assert_close(time_major.conv_transpose1d_fused(m, x).out, ref, atol=2e-5, rtol=1e-5)
