@@ -1,14 +1,16 @@
-"""The compiled one-pass `add + bias + ELU` kernel against the same passes as torch ops.
+"""The compiled CPU kernels (`mimi.modules.fused_cpu`) against what runs without them.
 
     python benchmarks/fused_cpu_ab.py [--threads 2] [--seconds 20] [--repeats 7]
 
-First the kernel alone (`add_elu` on activations of the sizes a SEANet chunk has: ELU only, and
-skip + bias + ELU), in G values/s. Then, in one process on the same random released-architecture
-weights (`tests.helpers.make_model`) and speech-like input: the SEANet encoder and decoder
-alone, then the whole offline encode (audio -> codes, 8 levels) and decode, each with
-`mimi.modules.fused_cpu`'s compiled kernel and with its torch-op fallback, interleaved round by
-round (medians). Checks that both give the same codes and prints the largest differences of the
-latent and the audio.
+First each kernel alone: `add_elu` on activations of the sizes a SEANet chunk has (ELU only,
+and skip + bias + ELU) in G values/s against torch ops, and the conv kernel with its epilogue
+(`time_major.conv1d_fused`) on the high-rate SEANet convs against BLAS GEMMs + `add_elu`, in
+GFLOP/s. Then, in one process on the same random released-architecture weights
+(`tests.helpers.make_model`) and speech-like input: the SEANet encoder and decoder alone, then
+the whole offline encode (audio -> codes, 8 levels) and decode, with both kernels, with the
+elementwise kernel only (convs as BLAS GEMMs), and with neither (torch ops), interleaved round
+by round (medians). Checks that all give the same codes and prints the largest differences of
+the latent and the audio from the torch-op run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mimi  # noqa: E402
-from mimi.modules import fused_cpu  # noqa: E402
+from mimi.modules import fused_cpu, time_major  # noqa: E402
+from mimi.modules.conv import StreamingConv1d  # noqa: E402
 from tests.helpers import make_model, speechlike  # noqa: E402
 from timing import median_seconds  # noqa: E402 (benchmarks/timing.py)
 
@@ -44,6 +47,29 @@ def kernel_rates(compiled, use_kernel, calls: int = 100) -> None:
         print(f"  [{rows:5d}, {c:4d}]: " + ", ".join(line))
 
 
+def conv_rates(use, repeats: int = 20) -> None:
+    """GFLOP/s of the high-rate SEANet convs with their epilogues, conv kernel vs BLAS + add_elu."""
+    print("conv + epilogue alone (GFLOP/s, median of", repeats, "calls; one rate-stage chunk):")
+    for rows, c_in, c_out, k, s, epilogue in [(16320, 1, 64, 7, 1, "bias, ELU, keep v"), (16320, 64, 32, 3, 1, "bias, ELU"),
+                                             (16320, 32, 64, 1, 1, "bias, skip, ELU"), (8160, 128, 64, 3, 1, "bias, ELU"),
+                                             (8160, 64, 128, 1, 1, "bias, skip, ELU")]:
+        m = StreamingConv1d(c_in, c_out, k, stride=s).eval()
+        x, skip = torch.randn(1, rows, c_in), torch.randn(1, rows // s, c_out)
+        kwargs = {"bias, ELU, keep v": {"elu": True, "keep_pre": True}, "bias, ELU": {"elu": True},
+                  "bias, skip, ELU": {"add": skip, "elu": True}}[epilogue]
+        flop = 2 * rows // s * k * c_in * c_out
+        line = []
+        for name, setting in (("kernel", "both kernels"), ("BLAS + add_elu", "elementwise only")):
+            use(setting)
+            with torch.no_grad():
+                t = median_seconds(lambda: time_major.conv1d_fused(m, x, **kwargs), repeats)
+            line.append(f"{name} {flop / t / 1e9:4.0f}")
+        use("both kernels")
+        weights_kb = 4 * k * c_in * c_out / 1024
+        print(f"  {c_in:3d}->{c_out:3d} k{k} s{s} x {rows} rows ({weights_kb:.0f} KB of weights), {epilogue}: "
+              + ", ".join(line))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -51,18 +77,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if not fused_cpu.available():
-        sys.exit("the compiled kernel is not available here (no C compiler?): nothing to compare")
-    compiled = fused_cpu._load()
+    if not fused_cpu.available() or fused_cpu.conv_vector_width() is None:
+        sys.exit("the compiled kernels are not available here (no C compiler?): nothing to compare")
+    compiled, conv = fused_cpu._load(), fused_cpu._state["conv"]
+    settings = {"both kernels": (compiled, conv), "elementwise only": (compiled, None), "torch ops": (None, None)}
+
+    def use(setting: str) -> None:
+        fused_cpu._state["lib"], fused_cpu._state["conv"] = settings[setting]
+
+    print(f"conv kernel vector width: {conv[1]} floats; time_major takes convs with up to "
+          f"{time_major.KERNEL_MAX_WEIGHT_BYTES // 1024} KB of weights when it is >= {time_major.KERNEL_VECTOR_WIDTH}")
     kernel_rates(compiled, use_kernel=lambda k: fused_cpu._state.__setitem__("lib", k))
+    conv_rates(use)
     model = make_model(mimi.MimiConfig.released())
     wav = torch.from_numpy(speechlike(args.seconds))[None, None]  # [1, 1, T]
     with torch.no_grad():
         latent = model.encoder(wav)
         codes = model.encode(wav)
-
-    def use(kernel) -> None:
-        fused_cpu._state["lib"] = kernel
 
     jobs = {
         "encoder (SEANet)": lambda: model.encoder(wav),
@@ -70,26 +101,31 @@ def main() -> None:
         "encode (audio -> codes)": lambda: model.encode(wav),
         "decode (codes -> audio)": lambda: model.decode(codes),
     }
-    times = {(job, k): [] for job in jobs for k in ("compiled", "torch ops")}
+    times = {(job, k): [] for job in jobs for k in settings}
     outputs = {}
     with torch.no_grad():
         for _ in range(args.repeats + 1):  # the first round warms up (not counted)
             for job, fn in jobs.items():
-                for name, kernel in (("compiled", compiled), ("torch ops", None)):
-                    use(kernel)
+                for name in settings:
+                    use(name)
                     start = time.perf_counter()
                     outputs[job, name] = fn()
                     times[job, name].append(time.perf_counter() - start)
-    use(compiled)
+    use("both kernels")
     print(f"{args.seconds:g} s of audio, {args.threads} threads, {args.repeats} interleaved rounds (medians)")
     for job in jobs:
-        t_c, t_t = (statistics.median(times[job, k][1:]) for k in ("compiled", "torch ops"))
-        a, b = outputs[job, "compiled"], outputs[job, "torch ops"]
-        diff = "codes equal" if a.dtype == torch.long and torch.equal(a, b) else (
-            f"codes differ at {(a != b).float().mean():.4%}" if a.dtype == torch.long
-            else f"max |diff| {(a - b).abs().max():.2e} (max |x| {b.abs().max():.2e})")
-        print(f"{job:25s} compiled {t_c:.3f} s ({args.seconds / t_c:5.1f}x RT)  torch ops {t_t:.3f} s "
-              f"({args.seconds / t_t:5.1f}x RT)  speed-up {t_t / t_c:.2f}x  {diff}")
+        t = {k: statistics.median(times[job, k][1:]) for k in settings}
+        parts = [f"{k} {t[k]:.3f} s ({args.seconds / t[k]:5.1f}x RT)" for k in settings]
+        base = outputs[job, "torch ops"]
+        diffs = []
+        for k in ("both kernels", "elementwise only"):
+            a = outputs[job, k]
+            diffs.append("codes equal" if a.dtype == torch.long and torch.equal(a, base) else (
+                f"codes differ at {(a != base).float().mean():.4%}" if a.dtype == torch.long
+                else f"max |diff| {(a - base).abs().max():.2e}"))
+        print(f"{job:25s} " + "  ".join(parts) + f"  speed-up {t['torch ops'] / t['both kernels']:.2f}x "
+              f"(conv kernel alone {t['elementwise only'] / t['both kernels']:.2f}x)  vs torch ops: both "
+              f"{diffs[0]}, elementwise only {diffs[1]} (max |x| {base.abs().max() if base.dtype != torch.long else 0:.2e})")
 
 
 if __name__ == "__main__":
