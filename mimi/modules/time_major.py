@@ -412,10 +412,9 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
         layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
         i += 1
         if isinstance(layer, (StreamingConv1d, StreamingConvTranspose1d)):
-            if _fusable_residual(after):  # skip = conv(x) + bias, and its ELU feeds the unit
+            if _fusable_residual(after):  # the conv's epilogue makes the unit's skip and first ELU
                 then_elu = _fusable_elu(layers[i + 1] if i + 1 < len(layers) else None)
-                f = _fused(layer, x, elu=True, keep_pre=True)
-                x, owned = _residual(after, f.pre, f.out, then_elu), True
+                x, owned = _residual(after, x, then_elu, conv=layer), True
                 i += 1 + then_elu
             else:
                 elu_next = _fusable_elu(after)
@@ -427,9 +426,7 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
             x, owned = y, True
         elif _fusable_residual(layer):  # (first in a run of layers: no conv before it to fuse with)
             then_elu = _fusable_elu(after)
-            h = torch.empty_like(x)
-            add_elu(x, elu_out=h)
-            x, owned = _residual(layer, x, h, then_elu), True
+            x, owned = _residual(layer, x, then_elu), True
             i += then_elu
         elif isinstance(layer, nn.ELU):  # alpha != 1: torch's ELU
             x, owned = F.elu_(x, layer.alpha) if owned else F.elu(x, layer.alpha), True
@@ -441,10 +438,19 @@ def _run(layers: list[nn.Module], x: torch.Tensor, owned: bool) -> torch.Tensor:
     return x
 
 
-def _residual(unit: nn.Module, skip: torch.Tensor, h: torch.Tensor, then_elu: bool) -> torch.Tensor:
-    """skip + block(skip) for a unit ELU, conv k, ELU, conv 1, given h = elu(skip) [B, T, C]
-    (and its ELU when `then_elu`): two convs, each with its epilogue fused."""
+def _residual(unit: nn.Module, x: torch.Tensor, then_elu: bool,
+              conv: StreamingConv1d | StreamingConvTranspose1d | None = None) -> torch.Tensor:
+    """skip + block(skip) for a unit ELU, conv k, ELU, conv 1 (and its ELU when `then_elu`),
+    skip = x [B, T, C], or conv(x) + bias when `conv` precedes the unit (its epilogue then
+    makes the unit's first ELU too). Each conv of the unit has its epilogue fused."""
     _, conv1, _, conv2 = unit.block
+    if conv is None:
+        skip, h = x, torch.empty_like(x)
+        add_elu(x, elu_out=h)
+    else:
+        f = _fused(conv, x, elu=True, keep_pre=True)
+        skip, h = f.pre, f.out
+        del f
     y = conv1d_fused(conv1, h, elu=True).out  # [B, T, C / compress]
-    del h
+    del h  # (its memory, still in cache, can take the next output)
     return conv1d_fused(conv2, y, add=skip, elu=then_elu).out  # [B, T, C]
