@@ -1,12 +1,13 @@
 """The compiled CPU kernels (`mimi.modules.fused_cpu`) against what runs without them.
 
-    python benchmarks/fused_cpu_ab.py [--threads 2] [--seconds 20] [--repeats 7]
+    python benchmarks/fused_cpu_ab.py [--threads 2] [--seconds 20] [--repeats 7] [--model default]
 
 First each kernel alone: `add_elu` on activations of the sizes a SEANet chunk has (ELU only,
 and skip + bias + ELU) in G values/s against torch ops, and the conv kernel with its epilogue
 (`time_major.conv1d_fused`) on the high-rate SEANet convs against BLAS GEMMs + `add_elu`, in
 GFLOP/s. Then, in one process on the same random released-architecture weights
-(`tests.helpers.make_model`) and speech-like input: the SEANet encoder and decoder alone, then
+(`tests.helpers.make_model`; `--model` loads another, e.g. `default`, the bundled small model)
+and speech-like input: the SEANet encoder and decoder alone, then
 the whole offline encode (audio -> codes, 8 levels) and decode, with both kernels, with the
 elementwise kernel only (convs as BLAS GEMMs), and with neither (torch ops), interleaved round
 by round (medians). Checks that all give the same codes and prints the largest differences of
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--model", default=None, help="a checkpoint for mimi.load ('default': the bundled model); "
+                    "default: random weights with the released architecture")
+    ap.add_argument("--skip-alone", action="store_true", help="skip the kernels-alone measurements")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not fused_cpu.available() or fused_cpu.conv_vector_width() is None:
@@ -87,9 +91,14 @@ def main() -> None:
 
     print(f"conv kernel vector width: {conv[1]} floats; time_major takes convs with up to "
           f"{time_major.KERNEL_MAX_WEIGHT_BYTES // 1024} KB of weights when it is >= {time_major.KERNEL_VECTOR_WIDTH}")
-    kernel_rates(compiled, use_kernel=lambda k: fused_cpu._state.__setitem__("lib", k))
-    conv_rates(use)
-    model = make_model(mimi.MimiConfig.released())
+    if not args.skip_alone:
+        kernel_rates(compiled, use_kernel=lambda k: fused_cpu._state.__setitem__("lib", k))
+        conv_rates(use)
+    if args.model is None:
+        model = make_model(mimi.MimiConfig.released())
+    else:
+        model = mimi.load(None if args.model == "default" else args.model)
+        print(f"model: {args.model} (SEANet {model.config.seanet.n_filters} filters)")
     wav = torch.from_numpy(speechlike(args.seconds))[None, None]  # [1, 1, T]
     with torch.no_grad():
         latent = model.encoder(wav)
