@@ -53,12 +53,12 @@ static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 static inline vf splat(float v) { return SPLAT(v); }
 
-static inline vf select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+static inline vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 /* elu(v) = v > 0 ? v : exp(v) - 1 (exp of fused_cpu.h); NaN passes through */
 static inline vf velu(vf v) {
-    vf x = select(v < splat(0.0f), v, splat(0.0f));
-    x = select(x < splat(MIMI_EXP_MIN), splat(MIMI_EXP_MIN), x);
+    vf x = vselect(v < splat(0.0f), v, splat(0.0f));
+    x = vselect(x < splat(MIMI_EXP_MIN), splat(MIMI_EXP_MIN), x);
     vf n = (x * splat(MIMI_LOG2E) + splat(MIMI_SHIFTER)) - splat(MIMI_SHIFTER);
     vf r = x - n * splat(MIMI_LN2_HI);
     r = r - n * splat(MIMI_LN2_LO);
@@ -71,7 +71,7 @@ static inline vf velu(vf v) {
     p = p * r * r + r + splat(1.0f);
     vi bits = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n, n in [-126, 0] */
     vf e = p * (vf)bits - splat(1.0f);
-    return select(v <= splat(0.0f), e, v);
+    return vselect(v <= splat(0.0f), e, v);
 }
 
 typedef struct {
