@@ -187,9 +187,10 @@ def conv_rows(x: torch.Tensor, w: torch.Tensor, *, base: int, n_out: int, dilati
     x [R, C_in] float32 (rows may be strided, values within a row contiguous), w [k, C_in, C_out]
     contiguous; `context` [P, C_in]: the rows just before x (a stream's carried samples), rows
     outside x and the context count as zeros. Writes v to `sum_out` [n_out, C_out] if given and
-    returns elu(v) if `elu`, else v (in `out` [n_out, C_out] if given). A strided conv with kernel 2s is this on rows of s samples
-    (x viewed [R / s, s * C_in], w [2, s * C_in, C_out]). Needs the compiled kernel and C_out a
-    multiple of `conv_vector_width()` (`ValueError` otherwise: callers check first)."""
+    returns elu(v) if `elu`, else v (in `out` [n_out, C_out] if given). A strided conv with
+    kernel 2s is this on rows of s samples (x viewed [R / s, s * C_in], w [2, s * C_in, C_out]).
+    Needs the compiled kernel and C_out a multiple of `conv_vector_width()` (`ValueError`
+    otherwise: callers check first)."""
     _load()
     conv = _state.get("conv")
     k, c_in, c_out = w.shape
@@ -197,8 +198,7 @@ def conv_rows(x: torch.Tensor, w: torch.Tensor, *, base: int, n_out: int, dilati
         raise ValueError(f"no compiled conv kernel for {c_out} output channels")
     for name, t in (("x", x), ("context", context)):
         if t is not None and (t.dim() != 2 or t.shape[1] != c_in or (t.stride(1) != 1 and c_in > 1)
-                              or t.dtype != torch.float32
-                              or t.device.type != "cpu"):
+                              or t.dtype != torch.float32 or t.device.type != "cpu"):
             raise ValueError(f"{name} must be float32 CPU rows [R, {c_in}] with contiguous values, got {tuple(t.shape)}")
     for name, t, shape in (("w", w, (k, c_in, c_out)), ("bias", bias, (c_out,)), ("add", add, (n_out, c_out)),
                            ("sum_out", sum_out, (n_out, c_out)), ("out", out, (n_out, c_out))):
