@@ -35,12 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from mimi.modules import fused_cpu
+from mimi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from mimi.modules.fused_cpu import add_elu, elu
 from mimi.modules.tensor_key import tensor_key
 
-__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv1d_fused", "conv_transpose1d_time_major", "elu"]
+__all__ = ["supports", "seanet_time_major", "conv1d_time_major", "conv1d_fused", "conv_transpose1d_time_major",
+           "conv_transpose1d_fused", "elu"]
 
 
 def _conv_ok(m: nn.Module) -> bool:
@@ -265,23 +266,41 @@ class Fused:
     pre: torch.Tensor | None  # [B, T', C_out]: v itself, when asked for (the skip of a residual unit)
 
 
+def _kernel_takes(x: torch.Tensor, c_out: int, weight_floats: int) -> bool:
+    """Whether the compiled conv should run a conv with these outputs and weights on x."""
+    width = fused_cpu.conv_vector_width()
+    return (width is not None and width >= KERNEL_VECTOR_WIDTH and c_out % width == 0
+            and x.dtype == torch.float32 and x.device.type == "cpu" and 4 * weight_floats <= KERNEL_MAX_WEIGHT_BYTES)
+
+
+def _packed(m: nn.Module, source: torch.Tensor, pack) -> torch.Tensor:
+    """pack(source), cached on m for as long as `source` (its cached GEMM weights) stays the same."""
+    cache = getattr(m, "_kernel_cache", None)
+    if cache is None or cache[0] is not source:  # rebuilt with the GEMM weights
+        cache = (source, pack(source))
+        m._kernel_cache = cache
+    return cache[1]
+
+
+def _carry(previous: torch.Tensor, context: torch.Tensor, x: torch.Tensor) -> None:
+    """previous [B, C, P] <- the last P rows of [context; x] (context [B, P, C], x [B, T, C]),
+    after the kernel read the old ones."""
+    P, T = previous.shape[2], x.shape[1]
+    if P:
+        previous.copy_((torch.cat([context, x], dim=1)[:, T:] if T < P else x[:, T - P:]).transpose(1, 2))
+
+
 def _kernel_weights(m: StreamingConv1d, x: torch.Tensor) -> torch.Tensor | None:
     """[k', C_in', C_out] weights for `fused_cpu.conv_rows` when it should run this conv on x
     (block taps of s samples for a strided conv), else None."""
-    width = fused_cpu.conv_vector_width()
     k, s, d = m.conv.kernel_size[0], m.stride, m.conv.dilation[0]
     c_in, c_out = m.conv.in_channels, m.conv.out_channels
-    if (width is None or width < KERNEL_VECTOR_WIDTH or c_out % width or x.dtype != torch.float32
-            or x.device.type != "cpu" or 4 * k * c_in * c_out > KERNEL_MAX_WEIGHT_BYTES):
+    if not _kernel_takes(x, c_out, k * c_in * c_out):
         return None
     if s > 1 and not (d == 1 and k % s == 0 and x.shape[1] % s == 0 and m.padding_total % s == 0):
         return None
     rows, _ = _conv_weights(m)  # [k * C_in, C_out], rows (tap, c_in)
-    packed = getattr(m, "_kernel_cache", None)
-    if packed is None or packed[0] is not rows:  # rebuilt with the GEMM weights
-        packed = (rows, rows.contiguous().view(k // s, s * c_in, c_out))
-        m._kernel_cache = packed
-    return packed[1]
+    return _packed(m, rows, lambda r: r.contiguous().view(k // s, s * c_in, c_out))
 
 
 def conv1d_fused(m: StreamingConv1d, x: torch.Tensor, add: torch.Tensor | None = None, elu: bool = False,
@@ -306,15 +325,15 @@ def conv1d_fused(m: StreamingConv1d, x: torch.Tensor, add: torch.Tensor | None =
     context = None if state is None else state.previous.transpose(1, 2).contiguous()
     out = x.new_empty(B, n_out, w.shape[2])
     pre = torch.empty_like(out) if keep_pre and elu else None
+    bias = _bias(m)
     for b in range(B):
         fused_cpu.conv_rows(rows[b], w, base=-pad // s, n_out=n_out, dilation=m.conv.dilation[0],
                             context=None if context is None else context[b].view(pad // s, s * c_in),
-                            bias=_bias(m), add=None if add is None else add[b], elu=elu,
+                            bias=bias, add=None if add is None else add[b], elu=elu,
                             sum_out=None if pre is None else pre[b], out=out[b])
-    if state is not None:  # carry the last pad samples (after the kernel read the old ones)
+    if state is not None:
         state.started = True
-        state.previous.copy_(torch.cat([context, x], dim=1)[:, T:].transpose(1, 2) if T < pad
-                             else x[:, T - pad:].transpose(1, 2))
+        _carry(state.previous, context, x)
     return Fused(out, pre if elu else out if keep_pre else None)
 
 
@@ -356,16 +375,12 @@ def _fusable_residual(m: nn.Module | None) -> bool:
 def _convtr_kernel_weights(m: StreamingConvTranspose1d, x: torch.Tensor) -> torch.Tensor | None:
     """[taps, C_in, S * C_out] weights for `fused_cpu.conv_rows` when it should run this
     transposed conv (in polyphase form: taps in input order, oldest first), else None."""
-    width = fused_cpu.conv_vector_width()
-    v, _ = _convtr_weights(m)  # [n, C_in, S * C_out], V_j for lag j
-    if (width is None or width < KERNEL_VECTOR_WIDTH or v.shape[2] % width or x.dtype != torch.float32
-            or x.device.type != "cpu" or 4 * v.numel() > KERNEL_MAX_WEIGHT_BYTES):
+    phases = m.stride * m.convtr.out_channels
+    if not _kernel_takes(x, phases, m.taps * m.convtr.in_channels * phases):
         return None
-    packed = getattr(m, "_kernel_cache", None)
-    if packed is None or packed[0] is not v:
-        packed = (v, v.flip(0).contiguous())  # tap j' = n - 1 - lag reads input frame t - n + 1 + j'
-        m._kernel_cache = packed
-    return packed[1]
+    v, _ = _convtr_weights(m)  # [n, C_in, S * C_out], V_j for lag j
+    # tap j' = n - 1 - lag reads input frame t - n + 1 + j'
+    return _packed(m, v, lambda v: v.flip(0).contiguous())
 
 
 def conv_transpose1d_fused(m: StreamingConvTranspose1d, x: torch.Tensor, elu: bool = False,
@@ -376,7 +391,7 @@ def conv_transpose1d_fused(m: StreamingConvTranspose1d, x: torch.Tensor, elu: bo
     if w is None:
         return _epilogue(conv_transpose1d_time_major(m, x, with_bias=not elu), _bias(m) if elu else None, None,
                          elu, keep_pre)
-    B, T, c_in = x.shape
+    B, T, _ = x.shape
     n, S, width = w.shape[0], m.stride, w.shape[2]
     x = x.contiguous()
     state = m.state
@@ -387,9 +402,8 @@ def conv_transpose1d_fused(m: StreamingConvTranspose1d, x: torch.Tensor, elu: bo
     for b in range(B):
         fused_cpu.conv_rows(x[b], w, base=-(n - 1), n_out=T, context=None if context is None else context[b],
                             bias=bias, elu=elu, sum_out=None if pre is None else pre[b], out=out[b])
-    if state is not None and n > 1:  # carry the last n - 1 frames (after the kernel read the old ones)
-        state.previous.copy_(torch.cat([context, x], dim=1)[:, T:].transpose(1, 2) if T < n - 1
-                             else x[:, T - (n - 1):].transpose(1, 2))
+    if state is not None:
+        _carry(state.previous, context, x)  # the last n - 1 frames
     view = (B, T * S, width // S)
     out = out.view(view)
     return Fused(out, pre.view(view) if pre is not None else out if keep_pre else None)
