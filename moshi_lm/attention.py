@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.errors import MimiError
-from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
+from mimi.modules.rope import rope_frequencies, rope_rotation, rotate_qkv
 from mimi.modules.streaming import StreamingModule
 from mimi.modules.kv_cache import KVCacheState, empty_kv_cache, ring_attention_step, sliding_window_attention
 from moshi_lm.per_step import apply_per_step
@@ -67,11 +67,11 @@ class Attention(StreamingModule[KVCacheState]):
         B, T, D = x.shape
         offset = 0 if self._state is None else self._state.offset
         qkv = apply_per_step(self.in_projs, x, offset).view(B, T, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, Dh]
         pos = torch.arange(offset, offset + T, device=x.device)  # [T]
         if self.rope_max_period is not None:
-            cos, sin = rope_cos_sin(pos, self._freqs(x.device))  # [T, Dh / 2]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k, v = rotate_qkv(qkv, rope_rotation(pos, self._freqs(x.device)))  # each [B, H, T, Dh]
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, Dh]
         if self._state is None:
             out = self._attend_offline(q, k, v)
         else:

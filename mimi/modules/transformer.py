@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimi.config import TransformerConfig
-from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
+from mimi.modules.rope import rope_frequencies, rope_rotation, rotate_qkv
 from mimi.modules.kv_cache import KVCacheState, empty_kv_cache, ring_attention_step, sliding_window_attention
 from mimi.modules.streaming import StreamingContainer, StreamingModule
 
@@ -53,10 +53,8 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         B, T, D = x.shape
         offset = 0 if self._state is None else self._state.offset
         qkv = self.in_proj(x).view(B, T, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, Dh]
         pos = torch.arange(offset, offset + T, device=x.device)
-        cos, sin = rope_cos_sin(pos, self.rope_freqs(x.device))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = rotate_qkv(qkv, rope_rotation(pos, self.rope_freqs(x.device)))  # each [B, H, T, Dh]
         if self._state is None:
             out = sliding_window_attention(q, k, v, self.context)
         else:

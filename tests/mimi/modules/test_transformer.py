@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mimi.config import TransformerConfig
-from mimi.modules.rope import apply_rope, rope_cos_sin, rope_frequencies
+from mimi.modules.rope import apply_rope, rope_frequencies, rope_rotation, rotate_qkv
 from mimi.modules.kv_cache import KVCacheState
 from mimi.modules.transformer import Transformer
 
@@ -168,8 +168,7 @@ def test_rope_frequencies_formula():
 def test_apply_rope_preserves_pair_norms_and_identity_at_zero():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 50, 16, generator=g)
-    cos, sin = rope_cos_sin(torch.arange(50), rope_frequencies(16, 10000.0))
-    y = apply_rope(x, cos, sin)
+    y = apply_rope(x, rope_rotation(torch.arange(50), rope_frequencies(16, 10000.0)))
     assert y.shape == x.shape and y.dtype == x.dtype
     pair_norm = lambda a: a.view(2, 3, 50, 8, 2).norm(dim=-1)  # noqa: E731
     torch.testing.assert_close(pair_norm(y), pair_norm(x), atol=1e-5, rtol=1e-5)
@@ -181,24 +180,57 @@ def test_apply_rope_matches_naive_and_is_relative():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, 12, 8, generator=g)
     freqs = rope_frequencies(8, 10000.0)
-    cos, sin = rope_cos_sin(torch.arange(12), freqs)
-    torch.testing.assert_close(apply_rope(x, cos, sin), _naive_rope(x, 10000.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(apply_rope(x, rope_rotation(torch.arange(12), freqs)), _naive_rope(x, 10000.0),
+                               atol=1e-6, rtol=0)
     # <rope(q, m), rope(k, n)> depends only on m - n
     q, k = torch.randn(1, 1, 1, 8, generator=g), torch.randn(1, 1, 1, 8, generator=g)
 
     def dot(m, n):
-        cm, sm = rope_cos_sin(torch.tensor([m]), freqs)
-        cn, sn = rope_cos_sin(torch.tensor([n]), freqs)
-        return (apply_rope(q, cm, sm) * apply_rope(k, cn, sn)).sum()
+        return (apply_rope(q, rope_rotation(torch.tensor([m]), freqs))
+                * apply_rope(k, rope_rotation(torch.tensor([n]), freqs))).sum()
 
     torch.testing.assert_close(dot(7, 3), dot(4, 0), atol=1e-5, rtol=0)
     torch.testing.assert_close(dot(10, 10), (q * k).sum(), atol=1e-5, rtol=0)
     assert not torch.allclose(dot(7, 3), dot(3, 0), atol=1e-4)
 
 
+def test_apply_rope_equals_the_real_formula():
+    """The complex product is the four real products of the interleaved pairs (to an ulp)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 300, 64, generator=g)
+    angles = torch.arange(300, dtype=torch.float32)[:, None] * rope_frequencies(64, 10000.0)[None, :]
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    re, im = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+    torch.testing.assert_close(apply_rope(x, torch.complex(cos, sin)), expected, atol=2e-6, rtol=0)
+
+
 def test_apply_rope_keeps_half_precision_dtype():
     x = torch.randn(1, 1, 4, 8).to(torch.bfloat16)
-    cos, sin = rope_cos_sin(torch.arange(4), rope_frequencies(8, 10000.0))
-    y = apply_rope(x, cos, sin)
+    rotation = rope_rotation(torch.arange(4), rope_frequencies(8, 10000.0))
+    y = apply_rope(x, rotation)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), apply_rope(x.float(), cos, sin), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(y.float(), apply_rope(x.float(), rotation), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotate_qkv_is_apply_rope_on_each_of_q_and_k(dtype):
+    """The fused path (q and k rotated in one pass on strided views of the projection) gives
+    what rotating contiguous q and k separately gives (to an ulp: the vector and scalar complex
+    loops may round differently); v is passed through."""
+    B, T, H, Dh = 2, 9, 3, 8
+    qkv = torch.randn(B, T, 3, H, Dh, generator=torch.Generator().manual_seed(3)).to(dtype)
+    rotation = rope_rotation(torch.arange(5, 5 + T), rope_frequencies(Dh, 10000.0))
+    q, k, v = rotate_qkv(qkv, rotation)
+    heads = qkv.permute(2, 0, 3, 1, 4).contiguous()  # [3, B, H, T, Dh]
+    assert q.shape == k.shape == v.shape == (B, H, T, Dh) and q.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(q, apply_rope(heads[0], rotation), atol=tol, rtol=tol)
+    torch.testing.assert_close(k, apply_rope(heads[1], rotation), atol=tol, rtol=tol)
+    assert torch.equal(v, heads[2])
+
+
+def test_apply_rope_accepts_a_tensor_whose_features_are_not_contiguous():
+    x = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(4)).transpose(1, 2)  # [2, 6, 8]
+    rotation = rope_rotation(torch.arange(6), rope_frequencies(8, 10000.0))
+    torch.testing.assert_close(apply_rope(x, rotation), apply_rope(x.contiguous(), rotation), atol=0, rtol=0)
