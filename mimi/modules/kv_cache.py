@@ -43,6 +43,7 @@ def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.
     return (k_pos[None, :] >= 0) & (delta >= 0) & (delta < window)
 
 
+RING_SLACK = 16  # streaming: ring slots beyond the window, so chunks of <= 17 steps need no cache copy
 QUERY_BLOCK = 64  # offline queries per attention call: keys span QUERY_BLOCK + window - 1
 
 
@@ -58,9 +59,10 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """Offline causal attention within `window` steps: q, k, v [B, H, T, Dh] -> [B, H, T, Dh].
 
     Longer than the window, queries go in blocks of min(QUERY_BLOCK, window) against the keys they
-    can see, so at most (block + window - 1) / window of the scores are computed and masked away
-    (2x with window-sized blocks, 1.25x at 64 for Mimi's 250: ~1.5x faster per layer here). The
-    additive masks are cached: interior blocks share one."""
+    can see, so (block + window - 1) / window of the needed scores are computed (2x with
+    window-sized blocks, 1.25x at 64 for Mimi's 250; per layer 64 measured 0.8-1.25x the time of
+    250 on a shared 2-core machine, `benchmarks/transformer_ab.py`). The additive masks are
+    cached: interior blocks share one."""
     T = q.shape[2]
     if T <= window:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -78,16 +80,30 @@ def ring_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: 
                         state: KVCacheState, window: int) -> torch.Tensor:
     """Attend T new steps (absolute steps `pos`) to the cache and themselves, then store them.
 
-    q, k, v [B, H, T, Dh] -> [B, H, T, Dh]; the window is capped by the ring's capacity."""
+    q, k, v [B, H, T, Dh] -> [B, H, T, Dh]; the window is capped by the ring's capacity. When the
+    ring has room for the window plus the T - 1 newer steps (see `RING_SLACK`), the new steps go
+    into it first and the queries attend to the ring alone: no copy of the cache per step."""
+    cap, T = state.keys.shape[2], q.shape[2]
+    window = min(window, cap)
+    if T + window - 1 <= cap:  # writing first overwrites only steps no query here can see
+        _store(state, k, v, pos)
+        mask = window_mask(pos, state.positions, window)  # [T, cap]
+        out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask)
+    else:
+        keys = torch.cat([state.keys, k], dim=2)  # [B, H, cap + T, Dh]
+        values = torch.cat([state.values, v], dim=2)
+        mask = window_mask(pos, torch.cat([state.positions, pos]), window)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        _store(state, k, v, pos)
+    state.offset += T
+    return out
+
+
+def _store(state: KVCacheState, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+    """Write the newest `capacity` of these steps into their ring slots."""
     cap = state.keys.shape[2]
-    keys = torch.cat([state.keys, k], dim=2)  # [B, H, cap + T, Dh]
-    values = torch.cat([state.values, v], dim=2)
-    mask = window_mask(pos, torch.cat([state.positions, pos]), min(window, cap))
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-    keep = min(q.shape[2], cap)  # write the newest `cap` steps into the ring
+    keep = min(k.shape[2], cap)
     slots = pos[-keep:] % cap
     state.keys.index_copy_(2, slots, k[:, :, -keep:])
     state.values.index_copy_(2, slots, v[:, :, -keep:])
     state.positions.index_copy_(0, slots, pos[-keep:])
-    state.offset += q.shape[2]
-    return out

@@ -15,7 +15,8 @@ from torch import nn
 
 from mimi.config import TransformerConfig
 from mimi.modules.rope import rope_frequencies, rope_rotation, rotate_qkv
-from mimi.modules.kv_cache import KVCacheState, empty_kv_cache, ring_attention_step, sliding_window_attention
+from mimi.modules.kv_cache import (RING_SLACK, KVCacheState, empty_kv_cache, ring_attention_step,
+                                   sliding_window_attention)
 from mimi.modules.streaming import StreamingContainer, StreamingModule
 
 
@@ -47,7 +48,9 @@ class MultiheadAttention(StreamingModule[KVCacheState]):
         return self._rope_freqs
 
     def init_state(self, batch_size: int) -> KVCacheState:
-        return empty_kv_cache(batch_size, self.num_heads, self.context, self.head_dim, self.in_proj.weight)
+        # RING_SLACK more slots than the window: a chunk's new steps go straight into the ring
+        return empty_kv_cache(batch_size, self.num_heads, self.context + RING_SLACK, self.head_dim,
+                              self.in_proj.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape

@@ -60,10 +60,14 @@ def test_block_masks_are_cached_and_shared_by_interior_blocks():
     assert kv_cache._block_bias.cache_info().misses == first.misses
 
 
-def test_ring_step_matches_dense_chunk_by_chunk():
-    window, chunks = 6, [1, 4, 9, 1, 5]
+@pytest.mark.parametrize("capacity", [6, 9, 6 + kv_cache.RING_SLACK])
+def test_ring_step_matches_dense_chunk_by_chunk(capacity):
+    """A ring of just the window (every chunk attends to a copy of [ring; chunk]), one with a few
+    spare slots (chunks of up to 4 steps go into the ring first) and one with RING_SLACK spare
+    slots (all of these chunks do)."""
+    window, chunks = 6, [1, 4, 9, 1, 5, 2, 17, 3]
     q, k, v = _qkv(sum(chunks))
-    state = empty_kv_cache(2, 3, window, 8, q)
+    state = empty_kv_cache(2, 3, capacity, 8, q)
     outs, start = [], 0
     for n in chunks:
         pos = torch.arange(start, start + n)
@@ -71,4 +75,14 @@ def test_ring_step_matches_dense_chunk_by_chunk():
                                         v[:, :, start:start + n], pos, state, window))
         start += n
     assert state.offset == sum(chunks)
+    assert sorted(state.positions.tolist()) == list(range(sum(chunks) - capacity, sum(chunks)))
     torch.testing.assert_close(torch.cat(outs, dim=2).double(), _dense(q, k, v, window), atol=2e-6, rtol=0)
+
+
+def test_ring_step_caps_the_window_at_the_capacity():
+    """A ring smaller than the window sees only its capacity of steps, on both paths."""
+    q, k, v = _qkv(12)
+    state = empty_kv_cache(2, 3, 4, 8, q)
+    outs = [ring_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], torch.tensor([t]), state, 100)
+            for t in range(12)]
+    torch.testing.assert_close(torch.cat(outs, dim=2).double(), _dense(q, k, v, 4), atol=2e-6, rtol=0)
