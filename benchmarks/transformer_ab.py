@@ -124,7 +124,7 @@ def main() -> None:
     T = round(args.seconds * 25)  # 25 Hz steps
     H, Dh = cfg.num_heads, cfg.head_dim
     print(f"{args.seconds:g} s = {T} steps at 25 Hz, {torch.get_num_threads()} threads, "
-          f"{args.repeats} interleaved rounds (medians)")
+          f"{args.repeats} interleaved rounds (medians, minimums in parentheses)")
 
     with torch.inference_mode():
         qkv = torch.randn(1, T, 3, H, Dh)
