@@ -82,10 +82,12 @@ def ring_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: 
 
     q, k, v [B, H, T, Dh] -> [B, H, T, Dh]; the window is capped by the ring's capacity. When the
     ring has room for the window plus the T - 1 newer steps (see `RING_SLACK`), the new steps go
-    into it first and the queries attend to the ring alone: no copy of the cache per step."""
+    into it first and the queries attend to the ring alone: no copy of the cache per step (not
+    while recording gradients: the next step's write would clobber what backward needs)."""
     cap, T = state.keys.shape[2], q.shape[2]
     window = min(window, cap)
-    if T + window - 1 <= cap:  # writing first overwrites only steps no query here can see
+    recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if T + window - 1 <= cap and not recording:  # writing first overwrites only steps no query here sees
         _store(state, k, v, pos)
         mask = window_mask(pos, state.positions, window)  # [T, cap]
         out = F.scaled_dot_product_attention(q, state.keys, state.values, attn_mask=mask)

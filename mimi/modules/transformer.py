@@ -4,7 +4,7 @@ Pre-norm layers: x + LayerScale(attn(LayerNorm(x))), then x + LayerScale(MLP(Lay
 with a GELU MLP and no biases in the linears. A query at step t sees keys t - context + 1 .. t.
 
 Offline, attention runs block by block; streaming, each attention layer keeps a preallocated
-ring KV cache of `context` steps (both in `mimi.modules.kv_cache`).
+ring KV cache of `context` + `RING_SLACK` steps (both in `mimi.modules.kv_cache`).
 """
 
 from __future__ import annotations

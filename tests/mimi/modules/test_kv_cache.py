@@ -86,3 +86,14 @@ def test_ring_step_caps_the_window_at_the_capacity():
     outs = [ring_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], torch.tensor([t]), state, 100)
             for t in range(12)]
     torch.testing.assert_close(torch.cat(outs, dim=2).double(), _dense(q, k, v, 4), atol=2e-6, rtol=0)
+
+
+def test_ring_step_under_autograd_keeps_what_backward_needs():
+    """While gradients are recorded the step attends to a copy, so a later step's write into the
+    ring does not break the first step's backward."""
+    q, k, v = (t.requires_grad_() for t in _qkv(3))
+    state = empty_kv_cache(2, 3, 6 + kv_cache.RING_SLACK, 8, q.detach())
+    first = ring_attention_step(q[:, :, :1], k[:, :, :1], v[:, :, :1], torch.tensor([0]), state, 6)
+    ring_attention_step(q[:, :, 1:], k[:, :, 1:], v[:, :, 1:], torch.tensor([1, 2]), state, 6)
+    first.sum().backward()
+    assert q.grad is not None and v.grad[:, :, :1].abs().sum() > 0
