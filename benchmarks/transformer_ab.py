@@ -40,7 +40,7 @@ def four_product_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
     out = []
     for x in qkv.permute(2, 0, 3, 1, 4).unbind(0)[:2]:
         B, H, T, Dh = x.shape
-        pairs = x.float().view(B, H, T, Dh // 2, 2) if x.is_contiguous() else x.float().reshape(B, H, T, Dh // 2, 2)
+        pairs = x.float().reshape(B, H, T, Dh // 2, 2)  # a view: the features stay contiguous
         re, im = pairs[..., 0], pairs[..., 1]
         out.append(torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).view(B, H, T, Dh))
     return out[0], out[1]
@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.repeats < 1 or args.threads < 1 or round(args.seconds * 25) < 1:
+        ap.error("--repeats and --threads must be at least 1, --seconds at least 0.04 (one 25 Hz step)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = mimi.MimiConfig.released().transformer
